@@ -1,0 +1,197 @@
+"""Step 1 throughput: Spark (custembed's transform) vs DuckDB on the same Parquet, same run.
+
+    python benchmarks/bench_sequences.py                      # 10 M events
+    python benchmarks/bench_sequences.py --events 1e6 1e7 3e7 # growth with size
+
+For each size: writes N raw events (about 80 per customer, the 309 actions of
+conf/actions.yaml, 36 months) as Parquet with pyarrow, then times
+* Spark: map codes to actions, find exact duplicates, build per-customer
+  timelines, slice the train view (no-action month filling, truncation to
+  200, token ids and text), write Parquet — ``custembed.jobs.sequences``;
+* DuckDB: the same aggregation in SQL (join to the action table, DISTINCT
+  rows, ordered lists of packed time/action values, month filling, truncation,
+  text), written to Parquet;
+and prints events/s for both and the ratio Spark / DuckDB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from custembed.catalogue import load_catalogue  # noqa: E402
+from custembed.jobs.generate import BEHAVIOUR_CODES  # noqa: E402
+
+CUTOFF = dt.date(2023, 1, 31)
+RUN_DATE = dt.date(2023, 7, 31)
+MAX_LEN = 200
+
+
+def write_events(path: Path, n_events: int, seed: int = 3) -> int:
+    """N events over N/80 customers as Parquet files of 1 M rows; returns the customer count."""
+    catalogue = load_catalogue("actions.yaml")
+    actions = [a for a in catalogue.actions if a.item is not None]
+    codes = np.array([BEHAVIOUR_CODES[a.behaviour] for a in actions], dtype=object)
+    items = np.array([str(a.item).upper() for a in actions], dtype=object)
+    customers = max(1, n_events // 80)
+    start = int(dt.datetime(2020, 8, 1, tzinfo=dt.timezone.utc).timestamp())
+    end = int(dt.datetime(2023, 7, 31, tzinfo=dt.timezone.utc).timestamp())
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    chunk = 1_000_000
+    for part, lo in enumerate(range(0, n_events, chunk)):
+        n = min(chunk, n_events - lo)
+        cust = rng.integers(0, customers, n)
+        act = rng.integers(0, len(actions), n)
+        seconds = rng.integers(start, end, n)
+        table = pa.table(
+            {
+                "customer_id": pa.array([f"C{c:09d}" for c in cust]),
+                "event_time": pa.array(seconds * 1_000_000, pa.timestamp("us", tz="UTC")),
+                "event_type": pa.array(codes[act]),
+                "item": pa.array(items[act]),
+                "channel": pa.array(np.array(["store", "online", "call"], dtype=object)[rng.integers(0, 3, n)]),
+            }
+        )
+        pq.write_table(table, path / f"part-{part:05d}.parquet")
+    return customers
+
+
+def run_spark(spark, events_path: Path, out: Path) -> float:  # type: ignore[no-untyped-def]
+    from custembed.jobs import sequences as seq
+
+    catalogue = load_catalogue("actions.yaml")
+    t0 = time.perf_counter()
+    events = spark.read.parquet(str(events_path))
+    mapped = seq.map_actions(events, catalogue=catalogue, run_date=RUN_DATE)
+    timelines = seq.build_timelines(mapped, input_columns=events.columns)
+    sequences = seq.build_sequences(
+        timelines, cutoff=CUTOFF, max_len=MAX_LEN, no_action_id=catalogue.no_action_id,
+        action_texts=catalogue.id_to_text(),
+    )
+    sequences.write.mode("overwrite").parquet(str(out))
+    return time.perf_counter() - t0
+
+
+def run_duckdb(events_path: Path, out: Path, threads: int) -> float:
+    import duckdb
+
+    catalogue = load_catalogue("actions.yaml")
+    con = duckdb.connect()
+    con.execute(f"SET threads = {threads}")
+    con.execute("SET preserve_insertion_order = false")
+    rows = [(BEHAVIOUR_CODES[a.behaviour] if a.behaviour != "receiving" or a.item != "loyalty_points" else "BENEFIT",
+             str(a.item), a.id) for a in catalogue.actions if a.item is not None]
+    con.execute("CREATE TABLE actions (code VARCHAR, item VARCHAR, action_id INTEGER)")
+    con.executemany("INSERT INTO actions VALUES (?, ?, ?)", rows)
+    texts = catalogue.id_to_text()
+    con.execute("CREATE TABLE texts AS SELECT ?::VARCHAR[] AS t", [texts])
+    cutoff_ts = f"TIMESTAMP '{CUTOFF + dt.timedelta(days=1)} 00:00:00'"
+    cutoff_month = CUTOFF.year * 12 + CUTOFF.month - 1
+    no_action = catalogue.no_action_id
+    t0 = time.perf_counter()
+    con.execute(
+        f"""
+        COPY (
+          WITH ev AS (
+            SELECT DISTINCT * FROM read_parquet('{events_path}/*.parquet')
+          ), mapped AS (
+            SELECT trim(e.customer_id) AS customer_id, e.event_time::TIMESTAMP AS ts, a.action_id
+            FROM ev e JOIN actions a ON a.code = trim(e.event_type) AND a.item = lower(trim(e.item))
+            WHERE e.customer_id IS NOT NULL AND trim(e.customer_id) <> '' AND e.event_time IS NOT NULL
+              AND e.event_time::TIMESTAMP < {cutoff_ts}
+          ), g AS (
+            SELECT customer_id,
+                   list_sort(list(epoch(ts)::BIGINT * 1048576 + action_id)) AS kept,
+                   list_distinct(list(year(ts) * 12 + month(ts) - 1)) AS months
+            FROM mapped GROUP BY customer_id
+          ), filled AS (
+            SELECT customer_id, kept,
+                   list_sort(list_concat(kept, list_transform(
+                       list_filter(range(list_min(months), {cutoff_month} + 1), m -> NOT list_contains(months, m)),
+                       m -> epoch(make_date((m // 12)::BIGINT, (m % 12 + 1)::BIGINT, 1)::TIMESTAMP)::BIGINT * 1048576
+                            + {no_action}))) AS all_
+            FROM g
+          ), cut AS (
+            SELECT customer_id, len(kept) AS n_events, len(all_) AS full_len,
+                   list_transform(list_slice(all_, greatest(len(all_) - {MAX_LEN} + 1, 1), len(all_)),
+                                  x -> (x % 1048576)::INTEGER) AS tokens
+            FROM filled
+          )
+          SELECT customer_id, tokens, array_to_string(list_transform(tokens, t -> texts.t[t + 1]), ' -> ') AS text,
+                 len(tokens) AS seq_len, full_len, n_events
+          FROM cut, texts
+        ) TO '{out}' (FORMAT parquet)
+        """
+    )
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", nargs="+", type=float, default=[1e7], help="event counts (default 1e7)")
+    parser.add_argument("--cores", type=int, default=2, help="Spark local[N] and DuckDB threads")
+    parser.add_argument("--shuffle-partitions", type=int, default=None, help="default: 8 per 10 M events")
+    parser.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    from pyspark.sql import SparkSession
+
+    work = Path(args.workdir or tempfile.mkdtemp(prefix="bench_sequences_"))
+    driver_memory = "6g"
+    spark = (
+        SparkSession.builder.master(f"local[{args.cores}]")
+        .config("spark.driver.memory", driver_memory)
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.adaptive.enabled", "true")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    print(f"{'events':>12} {'customers':>10} {'spark s':>8} {'duckdb s':>9} {'spark ev/s':>12} "
+          f"{'duckdb ev/s':>12} {'ratio':>6}")
+    results = []
+    for n_float in args.events:
+        n = int(n_float)
+        partitions = args.shuffle_partitions or max(2, round(8 * n / 1e7))
+        spark.conf.set("spark.sql.shuffle.partitions", str(partitions))
+        events = work / f"events_{n}"
+        if not events.exists():
+            customers = write_events(events, n)
+        else:
+            customers = n // 80
+        run_spark(spark, events, work / "warmup") if not results else None  # JIT and class loading once
+        spark_s = run_spark(spark, events, work / f"spark_{n}")
+        duck_s = run_duckdb(events, work / f"duck_{n}.parquet", args.cores)
+        spark_rows = spark.read.parquet(str(work / f"spark_{n}")).count()
+        import duckdb
+
+        duck_rows = duckdb.sql(f"select count(*) from '{work / f'duck_{n}.parquet'}'").fetchone()[0]  # type: ignore[index]
+        if spark_rows != duck_rows:
+            print(f"warning: spark wrote {spark_rows} sequences, duckdb {duck_rows}")
+        results.append((n, spark_s, duck_s))
+        print(f"{n:>12,} {customers:>10,} {spark_s:>8.1f} {duck_s:>9.1f} {n / spark_s:>12,.0f} "
+              f"{n / duck_s:>12,.0f} {spark_s / duck_s:>6.2f}")
+    if len(results) > 1:
+        (n0, s0, _), (n1, s1, _) = results[0], results[-1]
+        print(f"spark time growth {n0:,} -> {n1:,} events: x{s1 / s0:.2f} for x{n1 / n0:.0f} data")
+    spark.stop()
+    if not args.workdir:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

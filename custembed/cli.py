@@ -1,0 +1,55 @@
+"""``custembed <job> [options]``: one subcommand per spark-submit job."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand -> module under custembed.jobs with a main(argv) -> int
+JOBS: dict[str, str] = {
+    "generate": "generate",
+    "sequences": "sequences",
+    "train": "train",
+    "embed": "embed",
+    "score": "score",
+    "report": "report",
+    "nightly": "nightly",
+    "demo": "demo",
+    "retail": "retail",
+    "sql": "sql",
+}
+
+USAGE = """usage: custembed <job> [--conf FILE] [--set key=value ...] [--run-date YYYY-MM-DD] [job options]
+
+jobs:
+  generate   write a synthetic raw-event lake (embedded default)
+  sequences  step 1: raw events -> customer action sequences, labels, rejects
+  train      step 2: train an encoder (BERT4Rec, fine-tuned masked LM, causal LM) with TorchDistributor
+  embed      step 3a: embeddings for every customer with a pandas UDF
+  score      step 3b: per-product classifiers, propensity scores, metrics and lift tables
+  report     an HTML report of the latest run
+  nightly    sequences -> embed -> score for a run date, resumable
+  demo       generate -> sequences -> train -> embed -> score -> report on the embedded default
+  retail     convert UCI Online Retail (CSV) into the raw-event contract
+  sql        print the result of a SQL query against the project's catalogue
+
+`custembed <job> --help` lists a job's options."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if args else 2
+    job = args[0]
+    if job not in JOBS:
+        print(f"custembed: error: unknown job {job!r} (jobs: {', '.join(JOBS)})", file=sys.stderr)
+        return 2
+    module = importlib.import_module(f"custembed.jobs.{JOBS[job]}")
+    result: int = module.main(args[1:])
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

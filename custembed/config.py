@@ -1,0 +1,302 @@
+"""Typed, frozen configuration: the only place YAML is read.
+
+``load_config`` reads ``conf/base.yaml``, merges an optional override file and
+``--set dotted.key=value`` overrides over it, and builds the dataclass tree
+strictly: an unknown key or a value of the wrong type is a ``ConfigError``
+naming the key and the file it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# conf/ sits next to the package in a checkout; a wheel ships a copy inside it.
+CONF_DIRS = (PACKAGE_DIR.parent / "conf", PACKAGE_DIR / "conf")
+
+
+class ConfigError(ValueError):
+    """A user mistake in configuration: reported in one line, no stack trace."""
+
+
+@dataclass(frozen=True)
+class ProjectConfig:
+    database: str = field(default="custembed", metadata={"help": "catalogue database holding every table"})
+    lake_dir: str = field(
+        default="lake", metadata={"help": "local lake root (warehouse, metastore, models, runs)"}
+    )
+    run_date: str | None = field(default=None, metadata={"help": "default run date YYYY-MM-DD (else today)"})
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str | None = field(default="local[2]", metadata={"help": "null on a cluster: spark-submit decides"})
+    app_name: str = "custembed"
+    embedded_catalogue: bool = field(
+        default=True, metadata={"help": "Derby metastore + warehouse under lake_dir; false: catalogue from the cluster"}
+    )
+    shuffle_partitions: int = 8
+    table_format: str = field(
+        default="parquet", metadata={"help": "parquet, or delta/iceberg where the cluster has them"}
+    )
+    ui: bool = False
+    conf: dict[str, str] = field(default_factory=dict, metadata={"help": "extra spark.* settings"})
+
+
+@dataclass(frozen=True)
+class GenerateConfig:
+    customers: int = 4000
+    months: int = 36
+    end_month: str = field(default="2023-07", metadata={"help": "last month of generated events YYYY-MM"})
+    events_per_customer: float = field(default=40.0, metadata={"help": "mean events per customer over the span"})
+    seed: int = 7
+    purchase_rate: float = field(
+        default=0.0035, metadata={"help": "share of customers buying a signal product per quarter"}
+    )
+    dirty_fraction: float = field(default=0.004, metadata={"help": "share of rows made dirty, spread over every kind"})
+    partitions: int = 4
+
+
+@dataclass(frozen=True)
+class LabelWindow:
+    name: str
+    start_offset_months: int = field(
+        metadata={"help": "first month of the window, counted after the cutoff month (1 = next)"}
+    )
+    months: int = 3
+
+
+@dataclass(frozen=True)
+class SequencesConfig:
+    catalogue: str = field(default="actions.yaml", metadata={"help": "action catalogue file (in conf/ or a path)"})
+    max_len: int = field(default=200, metadata={"help": "keep the most recent max_len actions"})
+    cutoff: str | None = field(
+        default=None, metadata={"help": "feature cutoff YYYY-MM-DD; null: end of the month before the label windows"}
+    )
+    label_windows: tuple[LabelWindow, ...] = (
+        LabelWindow(name="train", start_offset_months=1, months=3),
+        LabelWindow(name="test", start_offset_months=4, months=3),
+    )
+    time_format: str | None = field(default=None, metadata={"help": "format of text event times; null: ISO 8601"})
+
+
+@dataclass(frozen=True)
+class EncoderSettings:
+    """One named encoder: its model and its training budget."""
+
+    kind: str = field(metadata={"help": "bert4rec (from scratch), mlm (fine-tune a masked LM), causal_lm"})
+    checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "mlm/causal_lm: hub name, local dir, or package:<pkg>/<dir> (a checkpoint a package ships)"},
+    )
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 2
+    max_len: int = field(default=200, metadata={"help": "actions (bert4rec) or tokens (LMs) kept, most recent"})
+    dropout: float = 0.1
+    mask_prob: float = 0.15
+    pooling: str | None = field(default=None, metadata={"help": "mean, first or last; null: the model's default"})
+    epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 64
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 0
+    checkpoint_every: int = 500
+    log_every: int = 50
+    val_pct: int = 5
+    seed: int = 0
+    early_stopping_patience: int | None = None
+    sample_fraction: float = field(default=1.0, metadata={"help": "share of training sequences used (seeded)"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    encoders: dict[str, EncoderSettings] = field(default_factory=dict)
+    num_processes: int = field(default=2, metadata={"help": "data-parallel processes (TorchDistributor)"})
+    local_mode: bool = field(default=True, metadata={"help": "true: processes on the driver; false: on executors"})
+    use_gpu: bool = False
+    files_per_process: int = field(default=2, metadata={"help": "Parquet files per process in the training snapshot"})
+    alias: str = field(default="champion", metadata={"help": "registry alias set on a newly trained version"})
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    uri: str | None = field(default=None, metadata={"help": "MLflow tracking URI; null: sqlite under lake_dir"})
+    experiment: str = "custembed"
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    products: tuple[str, ...] = field(
+        default=(), metadata={"help": "products (buying actions of the catalogue) to label and score"}
+    )
+
+
+@dataclass(frozen=True)
+class Config:
+    project: ProjectConfig = ProjectConfig()
+    spark: SparkConfig = SparkConfig()
+    generate: GenerateConfig = GenerateConfig()
+    sequences: SequencesConfig = SequencesConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    score: ScoreConfig = ScoreConfig()
+    tables: dict[str, str] = field(default_factory=dict, metadata={"help": "table name overrides: logical -> physical"})
+    sources: dict[str, str] = field(default_factory=dict, metadata={"help": "input overrides: events -> table or path"})
+
+
+T = TypeVar("T")
+
+
+def conf_dir() -> Path:
+    """The directory holding ``base.yaml`` and the action catalogues."""
+    for candidate in CONF_DIRS:
+        if (candidate / "base.yaml").exists():
+            return candidate
+    raise ConfigError(f"conf/base.yaml not found in {', '.join(str(c) for c in CONF_DIRS)}")
+
+
+def resolve_conf_file(name: str) -> Path:
+    """A path as given if it exists, else the file of that name in ``conf/``."""
+    path = Path(name)
+    if path.exists():
+        return path
+    in_conf = conf_dir() / name
+    if in_conf.exists():
+        return in_conf
+    raise ConfigError(f"config file not found: {name}")
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: top level must be a mapping")
+    return data
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def parse_set(assignment: str) -> dict[str, Any]:
+    """``a.b.c=value`` → ``{"a": {"b": {"c": value}}}``; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError(f"--set expects dotted.key=value, got {assignment!r}")
+    key, raw = assignment.split("=", 1)
+    value = yaml.safe_load(raw) if raw != "" else ""
+    nested: dict[str, Any] = {}
+    cursor = nested
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        cursor = cursor.setdefault(part, {})
+    cursor[parts[-1]] = value
+    return nested
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _build(tp: Any, value: Any, key: str, source: str) -> Any:
+    """Build ``value`` as type ``tp`` strictly; errors name ``key`` and ``source``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _build(arg, value, key, source)
+            except ConfigError as e:
+                errors.append(e)
+        raise errors[0]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        hints = typing.get_type_hints(tp)
+        names = {f.name for f in dataclasses.fields(tp)}
+        for k in value:
+            if k not in names:
+                known = ", ".join(sorted(names))
+                raise ConfigError(f"{source}: unknown key '{key + '.' if key else ''}{k}' (known: {known})")
+        kwargs = {k: _build(hints[k], v, f"{key + '.' if key else ''}{k}", source) for k, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except TypeError as e:
+            raise ConfigError(f"{source}: {key or 'config'}: {e}") from e
+    if origin in (tuple, list):
+        (item_tp, *_) = typing.get_args(tp)
+        if not isinstance(value, Sequence) or isinstance(value, str):
+            raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
+        return tuple(_build(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
+    if origin is dict:
+        key_tp, value_tp = typing.get_args(tp)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+        return {str(k): _build(value_tp, v, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp is str and isinstance(value, (dt.date, int, float)) and not isinstance(value, bool):
+        # YAML reads 2023-01-31 as a date and 2023-07 as text; accept both as text.
+        return value.isoformat() if isinstance(value, dt.date) else str(value)
+    if tp in (int, float, str, bool):
+        if isinstance(value, bool) and tp is not bool:
+            raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r}")
+        if not isinstance(value, tp):
+            raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r}")
+        return value
+    if tp is Any:
+        return value
+    raise ConfigError(f"{source}: {key}: unsupported config type {_type_name(tp)}")
+
+
+def build(tp: type[T], data: Mapping[str, Any], source: str = "config", prefix: str = "") -> T:
+    """Build dataclass ``tp`` from plain data, strictly (see module docstring)."""
+    result: T = _build(tp, data, prefix, source)
+    return result
+
+
+def load_config(conf_file: str | None = None, sets: Sequence[str] = ()) -> Config:
+    """``conf/base.yaml``, then ``conf_file``, then ``--set`` overrides, validated at each layer."""
+    base_path = conf_dir() / "base.yaml"
+    data = _read_yaml(base_path)
+    build(Config, data, str(base_path))
+    if conf_file:
+        path = resolve_conf_file(conf_file)
+        override = _read_yaml(path)
+        build(Config, _merge(data, override), str(path))
+        data = _merge(data, override)
+    for assignment in sets:
+        data = _merge(data, parse_set(assignment))
+        build(Config, data, f"--set {assignment}")
+    return build(Config, data, "config")
+
+
+def parse_date(value: str, what: str) -> dt.date:
+    """``YYYY-MM-DD`` → date, or a ``ConfigError`` naming ``what``."""
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError as e:
+        raise ConfigError(f"{what}: expected YYYY-MM-DD, got {value!r}") from e

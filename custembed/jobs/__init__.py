@@ -1,0 +1,1 @@
+"""One module per spark-submit job, each with ``run(spark, cfg, ...)`` and ``main(argv)``."""

@@ -1,0 +1,473 @@
+"""Step 1: raw events → per-customer action sequences, labels and rejects.
+
+Spark built-ins only (no Python UDF). One shuffle: events are hash-partitioned
+by customer, exact duplicates are found and every customer's timeline is
+aggregated inside those partitions. A timeline is an array of packed longs,
+``(seconds + OFFSET) << ACTION_BITS | action_id``, so one primitive sort orders
+events by time and, on ties, by action id (deterministic). Both views
+(``train``: up to the feature cutoff; ``current``: up to the run date) and the
+labels are slices of the same timeline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from custembed import schemas
+from custembed.catalogue import ACTION_SEPARATOR, ActionCatalogue, load_catalogue
+from custembed.config import Config, ConfigError, LabelWindow, SequencesConfig
+
+log = logging.getLogger(__name__)
+
+OFFSET = 1 << 33  # seconds added before packing so times before 1970 stay positive
+ACTION_BITS = 20  # up to 1 M actions; (seconds + OFFSET) < 2**35 leaves room in 63 bits
+
+# reject reasons, in the order they are tested (a row gets the first that applies)
+MISSING_CUSTOMER_ID = "missing_customer_id"
+MISSING_TIME = "missing_time"
+UNPARSEABLE_TIME = "unparseable_time"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+UNKNOWN_ITEM = "unknown_item"
+FUTURE_TIME = "future_time"
+DUPLICATE = "duplicate"
+REJECT_REASONS = (
+    MISSING_CUSTOMER_ID,
+    MISSING_TIME,
+    UNPARSEABLE_TIME,
+    UNKNOWN_EVENT_TYPE,
+    UNKNOWN_ITEM,
+    FUTURE_TIME,
+    DUPLICATE,
+)
+
+_TS = "_event_ts"
+_ACTION = "_action_id"
+_REASON = "_reject_reason"
+_PACKED = "_packed"
+_MONTH = "_month"
+
+
+# -- dates --------------------------------------------------------------------
+def month_index(day: dt.date) -> int:
+    """Months since 0000-01: comparable integers for calendar months."""
+    return day.year * 12 + day.month - 1
+
+
+def month_start(index: int) -> dt.date:
+    return dt.date(index // 12, index % 12 + 1, 1)
+
+
+def month_end(index: int) -> dt.date:
+    return month_start(index + 1) - dt.timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Window:
+    name: str
+    start: dt.date  # first day, inclusive
+    end: dt.date  # last day, inclusive
+
+
+def resolve_cutoff(cfg: SequencesConfig, run_date: dt.date) -> dt.date:
+    """The feature cutoff (inclusive): configured, or the end of the month before the label windows.
+
+    With no cutoff configured the label windows end with the last complete month
+    up to the run date (2023-07-31 → cutoff 2023-01-31 with the default
+    train = months 1-3 and test = months 4-6 after the cutoff).
+    """
+    if cfg.cutoff:
+        cutoff = dt.date.fromisoformat(cfg.cutoff)
+        if cutoff > run_date:
+            raise ConfigError(f"sequences.cutoff {cutoff} is after the run date {run_date}")
+        return cutoff
+    last_complete = month_index(run_date + dt.timedelta(days=1)) - 1
+    horizon = max((w.start_offset_months + w.months - 1 for w in cfg.label_windows), default=0)
+    return month_end(last_complete - horizon)
+
+
+def label_windows(windows: Sequence[LabelWindow], cutoff: dt.date, run_date: dt.date) -> list[Window]:
+    """Calendar windows after the cutoff month; windows not complete by the run date are left out."""
+    result = []
+    for w in windows:
+        if w.start_offset_months < 1 or w.months < 1:
+            raise ConfigError(f"label window {w.name}: start_offset_months and months must be >= 1")
+        first = month_index(cutoff) + w.start_offset_months
+        window = Window(w.name, month_start(first), month_end(first + w.months - 1))
+        if window.end > run_date:
+            log.warning("label window %s (%s..%s) ends after the run date: no labels for it", w.name,
+                        window.start, window.end)
+            continue
+        result.append(window)
+    return result
+
+
+def _packed_bound(day: dt.date) -> int:
+    """Smallest packed value at or after 00:00 UTC of ``day``."""
+    seconds = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+    return (seconds + OFFSET) << ACTION_BITS
+
+
+# -- validation -----------------------------------------------------------------
+_STRING_COLUMNS = (schemas.CUSTOMER_ID, schemas.EVENT_TYPE, schemas.ITEM)
+
+
+def validate_events(events: DataFrame, source: str) -> None:
+    """Fail at start, in one line, on a missing column or a column of the wrong type."""
+    types = dict(events.dtypes)
+    for column in schemas.RAW_EVENT_COLUMNS:
+        if column not in types:
+            raise ConfigError(f"events {source}: missing required column '{column}' (has: {', '.join(events.columns)})")
+    for column in _STRING_COLUMNS:
+        ok = types[column] == "string" or (column == schemas.CUSTOMER_ID and types[column] in ("int", "bigint"))
+        if not ok:
+            raise ConfigError(f"events {source}: column '{column}' has type {types[column]}, expected string")
+    if types[schemas.EVENT_TIME] not in ("timestamp", "timestamp_ntz", "date", "string"):
+        raise ConfigError(
+            f"events {source}: column 'event_time' has type {types[schemas.EVENT_TIME]}, "
+            "expected timestamp, date or ISO text"
+        )
+
+
+# -- transforms -------------------------------------------------------------------
+def _parsed_time(events: DataFrame, time_format: str | None) -> Column:
+    kind = dict(events.dtypes)[schemas.EVENT_TIME]
+    raw = F.col(schemas.EVENT_TIME)
+    if kind == "string":
+        text = F.trim(raw)
+        return F.try_to_timestamp(text, F.lit(time_format)) if time_format else F.try_to_timestamp(text)
+    return raw.cast("timestamp")
+
+
+def map_actions(
+    events: DataFrame,
+    *,
+    catalogue: ActionCatalogue,
+    run_date: dt.date,
+    time_format: str | None = None,
+) -> DataFrame:
+    """Raw events → events with ``_event_ts``, ``_action_id`` and ``_reject_reason``.
+
+    Input: the raw-event contract (``customer_id``, ``event_time``, ``event_type``,
+    ``item``, any extra columns). Output: the input columns (``customer_id``
+    trimmed, as text) plus the three columns above; ``_reject_reason`` is null
+    for usable rows and otherwise the first reason of ``REJECT_REASONS`` that
+    applies (duplicates are found later, by ``build_timelines``).
+    """
+    spark = events.sparkSession
+    event_types = F.create_map(*[F.lit(x) for kv in catalogue.event_types.items() for x in kv])
+    actions = spark.createDataFrame(
+        catalogue.code_table(),
+        "_behaviour string, _item_name string, _join_action_id int",
+    )
+    aliases = catalogue.item_aliases
+    item_code = F.trim(F.col(schemas.ITEM))
+    item_name = F.lower(item_code)
+    if aliases:
+        alias_map = F.create_map(*[F.lit(x) for kv in aliases.items() for x in kv])
+        item_name = F.coalesce(F.try_element_at(alias_map, item_code), item_name)
+    customer = F.trim(F.col(schemas.CUSTOMER_ID).cast("string"))
+    raw_time = F.col(schemas.EVENT_TIME)
+    with_keys = events.select(
+        *[c for c in events.columns if c != schemas.CUSTOMER_ID],
+        customer.alias(schemas.CUSTOMER_ID),
+        _parsed_time(events, time_format).alias(_TS),
+        F.try_element_at(event_types, F.trim(F.col(schemas.EVENT_TYPE))).alias("_behaviour"),
+        item_name.alias("_item_name"),
+    )
+    joined = with_keys.join(F.broadcast(actions), ["_behaviour", "_item_name"], "left")
+    raw_time_blank = raw_time.isNull() | (F.trim(raw_time.cast("string")) == "")
+    first_future = F.lit(dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time()))
+    reason = (
+        F.when(F.col(schemas.CUSTOMER_ID).isNull() | (F.col(schemas.CUSTOMER_ID) == ""), MISSING_CUSTOMER_ID)
+        .when(raw_time_blank, MISSING_TIME)
+        .when(F.col(_TS).isNull(), UNPARSEABLE_TIME)
+        .when(F.col("_behaviour").isNull(), UNKNOWN_EVENT_TYPE)
+        .when(F.col("_join_action_id").isNull(), UNKNOWN_ITEM)
+        .when(F.col(_TS) >= first_future, FUTURE_TIME)
+    )
+    return joined.select(
+        *events.columns,
+        F.col(_TS),
+        F.col("_join_action_id").alias(_ACTION),
+        reason.alias(_REASON),
+    )
+
+
+def _raw_json(columns: Sequence[str]) -> Column:
+    return F.to_json(F.struct(*[F.col(c) for c in columns]))
+
+
+def reject_rows(mapped: DataFrame, *, input_columns: Sequence[str], run_date: dt.date) -> DataFrame:
+    """Rows ``map_actions`` rejected, in the ``rejects`` schema (without duplicates)."""
+    return mapped.where(F.col(_REASON).isNotNull()).select(
+        F.col(_REASON).alias("reason"),
+        F.col(schemas.CUSTOMER_ID),
+        F.col(schemas.EVENT_TIME).cast("string").alias(schemas.EVENT_TIME),
+        F.col(schemas.EVENT_TYPE),
+        F.col(schemas.ITEM),
+        _raw_json(input_columns).alias("raw"),
+        F.lit(run_date.isoformat()).alias(schemas.DT),
+    )
+
+
+def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitions: int | None = None) -> DataFrame:
+    """Accepted events → one row per customer with the sorted packed timeline.
+
+    Output: ``customer_id``, ``_packed`` (array<bigint>, ascending: time then
+    action id), ``_months`` (distinct event months as ``month_index``),
+    ``_dups`` (array of JSON rows, one entry per surplus copy of an exact
+    duplicate row). A single shuffle: the duplicate search groups by every
+    input column inside the customer hash partitions.
+    """
+    accepted = mapped.where(F.col(_REASON).isNull())
+    by_customer = (
+        accepted.repartition(partitions, schemas.CUSTOMER_ID)
+        if partitions
+        else accepted.repartition(schemas.CUSTOMER_ID)
+    )
+    distinct_rows = by_customer.groupBy(*input_columns).agg(
+        F.count(F.lit(1)).alias("_copies"),
+        F.first(_TS).alias(_TS),
+        F.first(_ACTION).alias(_ACTION),
+    )
+    packed = F.shiftleft(F.unix_seconds(F.col(_TS)) + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.col(_ACTION))
+    month = F.year(_TS) * 12 + F.month(_TS) - 1
+    surplus = F.when(
+        F.col("_copies") > 1,
+        F.array_repeat(_raw_json(input_columns), (F.col("_copies") - 1).cast("int")),
+    )
+    return distinct_rows.groupBy(schemas.CUSTOMER_ID).agg(
+        F.array_sort(F.collect_list(packed)).alias(_PACKED),
+        F.collect_set(month).alias("_months"),
+        F.flatten(F.collect_list(surplus)).alias("_dups"),
+    )
+
+
+def duplicate_rows(timelines: DataFrame, *, run_date: dt.date) -> DataFrame:
+    """Surplus copies of exact duplicates, in the ``rejects`` schema."""
+    raw = F.explode(F.col("_dups")).alias("raw")
+    dups = timelines.where(F.size("_dups") > 0).select(raw)
+    return dups.select(
+        F.lit(DUPLICATE).alias("reason"),
+        F.get_json_object("raw", f"$.{schemas.CUSTOMER_ID}").alias(schemas.CUSTOMER_ID),
+        F.get_json_object("raw", f"$.{schemas.EVENT_TIME}").alias(schemas.EVENT_TIME),
+        F.get_json_object("raw", f"$.{schemas.EVENT_TYPE}").alias(schemas.EVENT_TYPE),
+        F.get_json_object("raw", f"$.{schemas.ITEM}").alias(schemas.ITEM),
+        F.col("raw"),
+        F.lit(run_date.isoformat()).alias(schemas.DT),
+    )
+
+
+def build_sequences(
+    timelines: DataFrame,
+    *,
+    cutoff: dt.date,
+    max_len: int,
+    no_action_id: int,
+    action_texts: Sequence[str],
+) -> DataFrame:
+    """Timelines → one sequence per customer with an event up to ``cutoff`` (inclusive).
+
+    Every calendar month from the customer's first event month to the cutoff
+    month with no event becomes one ``no action`` token (at the month's start).
+    The most recent ``max_len`` actions are kept; ``full_len`` is the length
+    before truncation. Output: the ``sequences`` columns without ``dt``/``view``.
+    """
+    if max_len < 1:
+        raise ValueError(f"max_len must be >= 1, got {max_len}")
+    mask = (1 << ACTION_BITS) - 1
+    bound = _packed_bound(cutoff + dt.timedelta(days=1))
+    cutoff_month = month_index(cutoff)
+    kept = F.filter(F.col(_PACKED), lambda x: x < F.lit(bound))
+    months = F.filter(F.col("_months"), lambda m: m <= F.lit(cutoff_month))
+
+    def month_token(m: Column) -> Column:
+        start = F.make_date(F.floor(m / 12).cast("int"), (m % 12 + 1).cast("int"), F.lit(1))
+        seconds = F.unix_seconds(start.cast("timestamp"))
+        return F.shiftleft(seconds + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.lit(no_action_id).cast("bigint"))
+
+    texts = F.array(*[F.lit(t) for t in action_texts])
+    staged = (
+        timelines.select(schemas.CUSTOMER_ID, kept.alias("_kept"), months.alias("_m"))
+        .where(F.size("_kept") > 0)
+        .select(
+            "*",
+            F.array_except(
+                F.sequence(F.array_min("_m"), F.lit(cutoff_month)), F.col("_m")
+            ).alias("_empty"),
+        )
+        .select("*", F.array_sort(F.concat("_kept", F.transform("_empty", month_token))).alias("_all"))
+        .select("*", F.size("_all").alias("_n"))
+        .select(
+            "*",
+            F.slice("_all", F.greatest(F.col("_n") - F.lit(max_len) + 1, F.lit(1)), max_len).alias("_last"),
+        )
+        .select("*", F.transform("_last", lambda x: x.bitwiseAND(F.lit(mask)).cast("int")).alias("tokens"))
+    )
+
+    def to_time(packed: Column) -> Column:
+        return F.timestamp_seconds(F.shiftright(packed, ACTION_BITS) - F.lit(OFFSET))
+
+    return staged.select(
+        schemas.CUSTOMER_ID,
+        F.lit(cutoff.isoformat()).alias("cutoff"),
+        F.col("tokens"),
+        F.array_join(F.transform("tokens", lambda t: F.element_at(texts, t + 1)), ACTION_SEPARATOR).alias("text"),
+        F.size("tokens").alias("seq_len"),
+        F.col("_n").cast("int").alias("full_len"),
+        F.size("_kept").alias("n_events"),
+        F.size("_empty").alias("n_no_action"),
+        to_time(F.element_at("_kept", 1)).alias("first_event_time"),
+        to_time(F.element_at("_kept", -1)).alias("last_event_time"),
+    )
+
+
+def build_labels(
+    timelines: DataFrame,
+    *,
+    cutoff: dt.date,
+    windows: Sequence[Window],
+    products: Sequence[tuple[str, int]],
+) -> DataFrame:
+    """One row per customer (with an event up to the cutoff), product and window: 1 if they bought it then.
+
+    ``products`` are (name, buying action id). Labels use only events strictly
+    after the cutoff, inside each window.
+    """
+    mask = (1 << ACTION_BITS) - 1
+    bound = _packed_bound(cutoff + dt.timedelta(days=1))
+    cases = F.array(
+        *[
+            F.struct(
+                F.lit(name).alias("product"),
+                F.lit(w.name).alias("label_window"),
+                F.lit(w.start.isoformat()).alias("window_start"),
+                F.lit(w.end.isoformat()).alias("window_end"),
+                F.lit(_packed_bound(w.start)).alias("lo"),
+                F.lit(_packed_bound(w.end + dt.timedelta(days=1))).alias("hi"),
+                F.lit(action_id).alias("action"),
+            )
+            for w in windows
+            for name, action_id in products
+        ]
+    )
+    customers = timelines.where(F.exists(_PACKED, lambda x: x < F.lit(bound)))
+    exploded = customers.select(schemas.CUSTOMER_ID, _PACKED, F.explode(cases).alias("_case"))
+    bought = F.exists(
+        _PACKED,
+        lambda x: (x >= F.col("_case.lo"))
+        & (x < F.col("_case.hi"))
+        & (x.bitwiseAND(F.lit(mask)) == F.col("_case.action")),
+    )
+    return exploded.select(
+        schemas.CUSTOMER_ID,
+        F.col("_case.product").alias("product"),
+        F.col("_case.label_window").alias("label_window"),
+        F.col("_case.window_start").alias("window_start"),
+        F.col("_case.window_end").alias("window_end"),
+        bought.cast("int").alias("label"),
+    )
+
+
+# -- job -----------------------------------------------------------------------------
+def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, events_source: str | None = None,
+        products: Sequence[str] = ()) -> dict[str, object]:
+    """Read events, write ``sequences`` (both views), ``labels``, ``rejects``; record counts in ``runs``."""
+    from custembed.jobs.common import lake_from, record_run
+
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    t0 = time.monotonic()
+    lake = lake_from(spark, cfg)
+    catalogue = load_catalogue(cfg.sequences.catalogue)
+    source = events_source or cfg.sources.get("events")
+    events = lake.read_events(source)
+    validate_events(events, source or "raw_events")
+    cutoff = resolve_cutoff(cfg.sequences, run_date)
+    windows = label_windows(cfg.sequences.label_windows, cutoff, run_date)
+    product_ids = [(p, catalogue.buy_action_id(p)) for p in products]
+    log.info("sequences: run date %s, cutoff %s, windows %s", run_date, cutoff,
+             ", ".join(f"{w.name} {w.start}..{w.end}" for w in windows) or "none")
+
+    input_columns = events.columns
+    mapped = map_actions(events, catalogue=catalogue, run_date=run_date, time_format=cfg.sequences.time_format)
+    timelines = build_timelines(mapped, input_columns=input_columns).persist()
+    try:
+        common = dict(max_len=cfg.sequences.max_len, no_action_id=catalogue.no_action_id,
+                      action_texts=catalogue.id_to_text())
+        train_view = build_sequences(timelines, cutoff=cutoff, **common).withColumn(
+            schemas.VIEW, F.lit(schemas.VIEW_TRAIN))
+        current_view = build_sequences(timelines, cutoff=run_date, **common).withColumn(
+            schemas.VIEW, F.lit(schemas.VIEW_CURRENT))
+        sequences = train_view.unionByName(current_view)
+        lake.write_partitions(sequences.withColumn(schemas.DT, F.lit(run_date.isoformat())), "sequences")
+        log.info("sequences: wrote both views in %.1f s", time.monotonic() - t0)
+        if windows and product_ids:
+            labels = build_labels(timelines, cutoff=cutoff, windows=windows, products=product_ids)
+            lake.write_partitions(labels.withColumn(schemas.DT, F.lit(run_date.isoformat())), "labels")
+        rejects = reject_rows(mapped, input_columns=input_columns, run_date=run_date).unionByName(
+            duplicate_rows(timelines, run_date=run_date)
+        )
+        lake.write_partitions(rejects, "rejects")
+        accepted = timelines.select(F.sum(F.size(_PACKED)).alias("n")).first()
+    finally:
+        timelines.unpersist()
+    rows_accepted = int(accepted["n"] or 0) if accepted else 0
+    rejects_written = lake.read_partition("rejects", run_date.isoformat())
+    reason_counts = rejects_written.groupBy("reason").agg(F.count("*").alias("n")).collect()
+    by_reason = {r["reason"]: int(r["n"]) for r in reason_counts}
+    rows_read = events.count()
+    rows_rejected = sum(by_reason.values())
+    counts = lake.read_partition("sequences", run_date.isoformat()).groupBy(schemas.VIEW).agg(
+        F.count("*").alias("n")).collect()
+    details = {
+        "cutoff": cutoff.isoformat(),
+        "windows": [[w.name, w.start.isoformat(), w.end.isoformat()] for w in windows],
+        "sequences": {r[schemas.VIEW]: int(r["n"]) for r in counts},
+        "source": source or "raw_events",
+        "catalogue": catalogue.name,
+        "seconds": round(time.monotonic() - t0, 1),
+    }
+    summary: dict[str, object] = {
+        "rows_read": rows_read,
+        "rows_accepted": rows_accepted,
+        "rows_rejected": rows_rejected,
+        "rejected_by_reason": by_reason,
+        **details,
+    }
+    ok = rows_read == rows_accepted + rows_rejected
+    record_run(
+        lake, job="sequences", run_date=run_date, started=started, status="succeeded" if ok else "failed",
+        rows_read=rows_read, rows_accepted=rows_accepted, rows_rejected=rows_rejected,
+        rejected_by_reason=by_reason, details=json.dumps(details),
+    )
+    if not ok:
+        raise RuntimeError(
+            f"sequences: counts do not add up: read {rows_read} != accepted {rows_accepted} + rejected {rows_rejected}"
+        )
+    log.info("sequences: read %d = accepted %d + rejected %d %s", rows_read, rows_accepted, rows_rejected, by_reason)
+    return summary
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--events", help="events: catalogue table, Parquet directory or CSV file (default: raw_events)")
+    parser.add_argument("--products", nargs="*", default=None,
+                        help="products to label (default: score.products from config)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from custembed.jobs.common import job_main
+
+    return job_main("sequences", argv, add_arguments, lambda spark, cfg, args, run_date: run(
+        spark, cfg, run_date=run_date, events_source=args.events,
+        products=args.products if args.products is not None else cfg.score.products,
+    ))
+

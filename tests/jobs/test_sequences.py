@@ -1,0 +1,209 @@
+"""Step 1 transforms on tiny inline DataFrames, the job's counts, reruns and input errors."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from pyspark.sql import Row
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from custembed import schemas
+from custembed.catalogue import parse_catalogue
+from custembed.config import ConfigError, LabelWindow, SequencesConfig
+from custembed.jobs import sequences as seq
+
+CATALOGUE = parse_catalogue(
+    {
+        "name": "tiny",
+        "groups": {"products": ["tv", "fridge"]},
+        "behaviours": [
+            {"name": "no action"},
+            {"name": "buying", "items": "products"},
+            {"name": "consulting", "items": "products"},
+        ],
+        "event_types": {"BUY": "buying", "ASK": "consulting"},
+        "items": {"FRIDGE-01": "fridge"},
+    },
+    "tiny.yaml",
+)
+# ids: 0 pad, 1 mask, 2 unk, 3 no action, 4 buying tv, 5 buying fridge, 6 consulting tv, 7 consulting fridge
+NO, BUY_TV, BUY_FRIDGE, ASK_TV, ASK_FRIDGE = 3, 4, 5, 6, 7
+SCHEMA = "customer_id string, event_time timestamp, event_type string, item string"
+RUN = dt.date(2023, 7, 31)
+
+
+def ts(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def timelines_of(spark, rows, schema=SCHEMA):  # type: ignore[no-untyped-def]
+    events = spark.createDataFrame(rows, schema)
+    mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
+    return seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
+
+
+def sequences_of(spark, rows, *, cutoff=dt.date(2023, 1, 31), max_len=200):  # type: ignore[no-untyped-def]
+    return seq.build_sequences(
+        timelines_of(spark, rows), cutoff=cutoff, max_len=max_len, no_action_id=NO,
+        action_texts=CATALOGUE.id_to_text(),
+    )
+
+
+def test_catalogue_ids_are_stable_and_complete() -> None:
+    assert CATALOGUE.vocab_size == 8
+    assert CATALOGUE.no_action_id == NO
+    assert CATALOGUE.buy_action_id("fridge") == BUY_FRIDGE
+    assert CATALOGUE.id_to_text()[ASK_TV] == "consulting tv"
+
+
+def test_gap_months_become_no_action_tokens(spark) -> None:
+    rows = [
+        ("c1", ts("2022-10-05 10:00:00"), "ASK", "tv"),
+        ("c1", ts("2023-01-20 09:00:00"), "BUY", "TV"),
+    ]
+    out = sequences_of(spark, rows).select("customer_id", "tokens", "text", "n_events", "n_no_action", "full_len")
+    expected = spark.createDataFrame(
+        [("c1", [ASK_TV, NO, NO, BUY_TV], "consulting tv -> no action -> no action -> buying tv", 2, 2, 4)],
+        "customer_id string, tokens array<int>, text string, n_events int, n_no_action int, full_len int",
+    )
+    assertDataFrameEqual(out, expected)
+
+
+def test_truncation_keeps_the_most_recent_and_records_full_length(spark) -> None:
+    rows = [("c1", ts(f"2023-01-{d:02d} 10:00:00"), "ASK" if d % 2 else "BUY", "tv") for d in range(1, 11)]
+    out = sequences_of(spark, rows, max_len=3).select("tokens", "seq_len", "full_len").collect()
+    assert out == [Row(tokens=[BUY_TV, ASK_TV, BUY_TV], seq_len=3, full_len=10)]  # days 8, 9, 10
+
+
+def test_ties_in_time_are_ordered_by_action_id(spark) -> None:
+    same = ts("2023-01-10 10:00:00")
+    rows = [("c1", same, "ASK", "fridge"), ("c1", same, "BUY", "tv"), ("c1", same, "ASK", "tv")]
+    out = sequences_of(spark, rows).select("tokens").collect()
+    assert out[0]["tokens"] == [BUY_TV, ASK_TV, ASK_FRIDGE]
+
+
+def test_events_after_the_cutoff_are_not_in_the_train_view(spark) -> None:
+    rows = [("c1", ts("2023-01-10 10:00:00"), "ASK", "tv"), ("c1", ts("2023-03-01 10:00:00"), "BUY", "tv"),
+            ("c2", ts("2023-03-01 10:00:00"), "BUY", "tv")]
+    out = sequences_of(spark, rows).select("customer_id", "tokens")
+    assertDataFrameEqual(out, spark.createDataFrame([("c1", [ASK_TV])], "customer_id string, tokens array<int>"))
+
+
+@pytest.mark.parametrize(
+    ("row", "reason"),
+    [
+        ((None, ts("2023-01-01 00:00:00"), "BUY", "tv"), seq.MISSING_CUSTOMER_ID),
+        (("  ", ts("2023-01-01 00:00:00"), "BUY", "tv"), seq.MISSING_CUSTOMER_ID),
+        (("c1", None, "BUY", "tv"), seq.MISSING_TIME),
+        (("c1", ts("2023-01-01 00:00:00"), "RENT", "tv"), seq.UNKNOWN_EVENT_TYPE),
+        (("c1", ts("2023-01-01 00:00:00"), "BUY", "toaster"), seq.UNKNOWN_ITEM),
+        (("c1", ts("2023-08-01 00:00:00"), "BUY", "tv"), seq.FUTURE_TIME),
+    ],
+)
+def test_each_reject_reason(spark, row, reason) -> None:  # type: ignore[no-untyped-def]
+    events = spark.createDataFrame([row, ("ok", ts("2023-01-01 00:00:00"), "BUY", "FRIDGE-01")], SCHEMA)
+    mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
+    rejects = seq.reject_rows(mapped, input_columns=events.columns, run_date=RUN).select("reason").collect()
+    assert [r["reason"] for r in rejects] == [reason]
+    accepted = mapped.where(F.col("_reject_reason").isNull()).select("_action_id").collect()
+    assert [r["_action_id"] for r in accepted] == [BUY_FRIDGE]  # alias FRIDGE-01 -> fridge
+
+
+def test_unparseable_and_blank_text_times(spark) -> None:
+    events = spark.createDataFrame(
+        [("c1", "2023-01-05 10:00:00", "BUY", "tv"), ("c2", "05/01/2023 xx", "BUY", "tv"), ("c3", " ", "BUY", "tv")],
+        "customer_id string, event_time string, event_type string, item string",
+    )
+    mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
+    got = {r["customer_id"]: r["_reject_reason"] for r in mapped.collect()}
+    assert got == {"c1": None, "c2": seq.UNPARSEABLE_TIME, "c3": seq.MISSING_TIME}
+
+
+def test_exact_duplicates_are_rejected_once_per_surplus_copy(spark) -> None:
+    row = ("c1", ts("2023-01-05 10:00:00"), "BUY", "tv")
+    timelines = timelines_of(spark, [row, row, row, ("c1", ts("2023-01-06 10:00:00"), "BUY", "tv")])
+    dups = seq.duplicate_rows(timelines, run_date=RUN).select("reason", "customer_id", "item").collect()
+    assert dups == [Row(reason="duplicate", customer_id="c1", item="tv")] * 2
+    sizes = timelines.select(F.size("_packed").alias("n")).collect()
+    assert sizes == [Row(n=2)]
+
+
+def test_labels_count_purchases_inside_each_window_only(spark) -> None:
+    rows = [
+        ("c1", ts("2023-01-10 10:00:00"), "ASK", "tv"),
+        ("c1", ts("2023-02-10 10:00:00"), "BUY", "tv"),  # train window
+        ("c2", ts("2023-01-10 10:00:00"), "ASK", "fridge"),
+        ("c2", ts("2023-05-02 10:00:00"), "BUY", "fridge"),  # test window
+        ("c3", ts("2023-01-10 10:00:00"), "BUY", "tv"),  # before the cutoff: not a label
+    ]
+    cutoff = dt.date(2023, 1, 31)
+    windows = seq.label_windows(SequencesConfig().label_windows, cutoff, RUN)
+    labels = seq.build_labels(timelines_of(spark, rows), cutoff=cutoff, windows=windows,
+                              products=[("tv", BUY_TV), ("fridge", BUY_FRIDGE)])
+    positives = labels.where("label = 1").select("customer_id", "product", "label_window")
+    assertDataFrameEqual(positives, spark.createDataFrame(
+        [("c1", "tv", "train"), ("c2", "fridge", "test")], "customer_id string, product string, label_window string"))
+    assert labels.count() == 3 * 2 * 2
+
+
+def test_cutoff_and_windows_from_the_run_date() -> None:
+    cfg = SequencesConfig()
+    assert seq.resolve_cutoff(cfg, dt.date(2023, 7, 31)) == dt.date(2023, 1, 31)
+    assert seq.resolve_cutoff(cfg, dt.date(2023, 7, 15)) == dt.date(2022, 12, 31)
+    windows = seq.label_windows(cfg.label_windows, dt.date(2023, 1, 31), dt.date(2023, 7, 31))
+    assert [(w.name, w.start, w.end) for w in windows] == [
+        ("train", dt.date(2023, 2, 1), dt.date(2023, 4, 30)),
+        ("test", dt.date(2023, 5, 1), dt.date(2023, 7, 31)),
+    ]
+    late = seq.label_windows((LabelWindow("x", 7, 1),), dt.date(2023, 1, 31), dt.date(2023, 7, 31))
+    assert late == []
+
+
+def test_missing_column_and_wrong_type_fail_at_start(spark) -> None:
+    no_item = spark.createDataFrame([("c1", ts("2023-01-01 00:00:00"), "BUY")],
+                                    "customer_id string, event_time timestamp, event_type string")
+    with pytest.raises(ConfigError, match="missing required column 'item'"):
+        seq.validate_events(no_item, "t")
+    bad_time = spark.createDataFrame([("c1", 5, "BUY", "tv")],
+                                     "customer_id string, event_time int, event_type string, item string")
+    with pytest.raises(ConfigError, match="'event_time' has type int"):
+        seq.validate_events(bad_time, "t")
+
+
+def _run_job(lake_sets, *extra: str) -> int:  # type: ignore[no-untyped-def]
+    from custembed.jobs import generate, sequences
+
+    small = ["--set", "generate.customers=300", "--set", "generate.dirty_fraction=0.02", "--run-date", "2023-07-31"]
+    assert generate.main([*lake_sets, *small]) == 0
+    return sequences.main([*lake_sets, *small, *extra])
+
+
+def test_job_counts_add_up_and_rerun_replaces(spark, lake_sets, lake_dir) -> None:  # type: ignore[no-untyped-def]
+    assert _run_job(lake_sets) == 0
+    spark.catalog.setCurrentDatabase("custembed")
+    first = {t: spark.table(t).where("dt = '2023-07-31'").count() for t in ("sequences", "labels", "rejects")}
+    assert _run_job(lake_sets) == 0
+    second = {t: spark.table(t).where("dt = '2023-07-31'").count() for t in ("sequences", "labels", "rejects")}
+    assert first == second and first["sequences"] > 300  # two views
+    runs = spark.table("runs").where("job = 'sequences'").orderBy("finished_at").collect()
+    last = runs[-1]
+    assert last["status"] == "succeeded"
+    assert last["rows_read"] == last["rows_accepted"] + last["rows_rejected"]
+    assert set(last["rejected_by_reason"]) >= {seq.MISSING_CUSTOMER_ID, seq.UNKNOWN_ITEM, seq.FUTURE_TIME}
+    assert last["rows_rejected"] == first["rejects"]
+    written = spark.table("sequences").schema
+    assert [f.name for f in written.fields] == [f.name for f in schemas.SEQUENCES.fields]
+
+
+def test_job_reports_bad_input_in_one_line(spark, lake_sets, tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    from custembed.jobs import sequences
+
+    bad = tmp_path / "bad.csv"
+    bad.write_text("customer_id,event_time,event_type\nc1,2023-01-01,BUY\n")
+    assert sequences.main([*lake_sets, "--events", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("custembed sequences: error:") and "missing required column 'item'" in err[-1]
+    assert sequences.main([*lake_sets, "--set", "sequences.max_lne=3"]) == 2
+    assert "unknown key 'sequences.max_lne'" in capsys.readouterr().err

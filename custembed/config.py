@@ -136,10 +136,42 @@ class TrackingConfig:
 
 
 @dataclass(frozen=True)
+class EmbedConfig:
+    model_ref: str = field(default="champion", metadata={"help": "registry alias or version embedded by default"})
+    views: tuple[str, ...] = ("train", "current")
+    batch_size: int = field(default=256, metadata={"help": "sequences per forward pass"})
+    arrow_batch_rows: int = field(default=4096, metadata={"help": "rows per Arrow batch handed to the UDF"})
+    partitions: int = field(default=8, metadata={"help": "partitions of the sequences to embed (parallelism)"})
+    pooling: str | None = field(default=None, metadata={"help": "mean, first, last; null: the encoder's default"})
+    threads_per_worker: int = field(default=1, metadata={"help": "torch threads in each Python worker"})
+
+
+@dataclass(frozen=True)
+class ComparisonConfig:
+    product: str | None = field(default=None, metadata={"help": "product of the classifier comparison (Table 4)"})
+    source: str | None = None
+    classifiers: tuple[str, ...] = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "mlp")
+
+
+@dataclass(frozen=True)
 class ScoreConfig:
     products: tuple[str, ...] = field(
         default=(), metadata={"help": "products (buying actions of the catalogue) to label and score"}
     )
+    sources: tuple[str, ...] = field(
+        default=(), metadata={"help": "embedding sources to compare; empty: every source embedded for the date"}
+    )
+    classifier: str = field(
+        default="random_forest",
+        metadata={"help": "random_forest, xgboost, lightgbm, logistic_regression, mlp, spark_random_forest"},
+    )
+    balance: str = field(default="undersample", metadata={"help": "undersample (50/50, seeded) or class_weight"})
+    seed: int = 13
+    threshold: float = field(default=0.5, metadata={"help": "score at or above which a customer is predicted buyer"})
+    scoring_source: str | None = field(
+        default=None, metadata={"help": "source whose scores go to propensity_scores for BI; null: all sources"}
+    )
+    comparison: ComparisonConfig = ComparisonConfig()
 
 
 @dataclass(frozen=True)
@@ -150,6 +182,7 @@ class Config:
     sequences: SequencesConfig = SequencesConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
+    embed: EmbedConfig = EmbedConfig()
     score: ScoreConfig = ScoreConfig()
     tables: dict[str, str] = field(default_factory=dict, metadata={"help": "table name overrides: logical -> physical"})
     sources: dict[str, str] = field(default_factory=dict, metadata={"help": "input overrides: events -> table or path"})

@@ -1,0 +1,233 @@
+"""BERT4Rec (Sun et al., 2019) trained from scratch over our action vocabulary.
+
+The network is ``transformers.BertForMaskedLM`` built from a ``BertConfig``; we wrap it
+rather than fork it because it gives us, kept up by others: attention with the SDPA
+kernels (and an eager path for attention maps), learned position embeddings, an output
+layer tied to the item (action) embeddings through ``tie_word_embeddings`` as in the
+paper, and safetensors save/load through ``save_pretrained``/``from_pretrained``.
+
+Token ids: 0 is padding, 1 the ``[mask]`` token, 2 an unknown action, actions start at 3.
+
+Training objective (the paper's Cloze task): each real action is chosen with
+probability ``mask_prob`` and *every* chosen position is replaced by ``[mask]`` (no
+80/10/10 split as in BERT), with at least one chosen position per sequence. Optionally
+(``mask_last_prob``) a fraction of the sequences has only its last action masked, which
+matches the next-action use at inference.
+
+Evaluation (:meth:`Bert4RecEncoder.next_action_metrics`): time-ordered leave-one-out.
+Each sequence's last action is held out, the input is the sequence without it followed
+by ``[mask]`` and the model ranks *all* actions (special ids excluded, no sampled
+negatives, already-seen actions kept since actions repeat) at that position; HR@k and
+NDCG@k follow from the held-out action's rank.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from transformers import BertConfig, BertForMaskedLM
+
+from custembed.encoders.base import (
+    Inputs,
+    SequenceEncoder,
+    check_fraction,
+    check_pooling,
+    choose_positions,
+    corrupt,
+    pad_right_keep_recent,
+)
+
+ACTIONS_FILE = "actions.json"
+
+
+@dataclass(frozen=True)
+class Bert4RecConfig:
+    """Size and objective of a BERT4Rec model."""
+
+    vocab_size: int = field(metadata={"help": "Number of ids: special ids plus actions."})
+    hidden_size: int = field(default=64, metadata={"help": "Width of embeddings and layers."})
+    num_layers: int = field(default=2, metadata={"help": "Transformer layers."})
+    num_heads: int = field(default=2, metadata={"help": "Attention heads per layer."})
+    max_len: int = field(default=200, metadata={"help": "Most recent actions kept per sequence."})
+    dropout: float = field(default=0.1, metadata={"help": "Hidden and attention dropout."})
+    mask_prob: float = field(default=0.15, metadata={"help": "Probability of masking an action."})
+    pad_id: int = field(default=0, metadata={"help": "Padding id."})
+    mask_id: int = field(default=1, metadata={"help": "[mask] id."})
+    unk_id: int = field(default=2, metadata={"help": "Id of actions outside the vocabulary."})
+    n_special: int = field(default=3, metadata={"help": "Ids below this are special; actions start here."})
+    mask_last_prob: float = field(
+        default=0.0,
+        metadata={"help": "Fraction of sequences whose only masked action is the last one."},
+    )
+    pooling: str = field(default="mean", metadata={"help": "Default pooling: mean, first or last."})
+
+    def __post_init__(self) -> None:
+        if self.vocab_size <= self.n_special:
+            raise ValueError(
+                f"vocab_size must exceed n_special={self.n_special}, got {self.vocab_size}"
+            )
+        for name in ("hidden_size", "num_layers", "num_heads", "max_len"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}"
+            )
+        for name in ("pad_id", "mask_id", "unk_id"):
+            if not 0 <= getattr(self, name) < self.n_special:
+                raise ValueError(
+                    f"{name} must be a special id below n_special={self.n_special}, "
+                    f"got {getattr(self, name)!r}"
+                )
+        check_fraction("mask_prob", self.mask_prob, open_low=True)
+        check_fraction("dropout", self.dropout)
+        check_fraction("mask_last_prob", self.mask_last_prob)
+        check_pooling(self.pooling)
+
+
+def bert_config(config: Bert4RecConfig) -> BertConfig:
+    """The ``BertConfig`` of the network behind ``config``."""
+    return BertConfig(
+        vocab_size=config.vocab_size,
+        hidden_size=config.hidden_size,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        intermediate_size=4 * config.hidden_size,
+        hidden_dropout_prob=config.dropout,
+        attention_probs_dropout_prob=config.dropout,
+        max_position_embeddings=config.max_len,
+        type_vocab_size=1,
+        pad_token_id=config.pad_id,
+        tie_word_embeddings=True,
+    )
+
+
+class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
+    """BERT4Rec over action ids; ``actions`` optionally names the ids from ``n_special`` on."""
+
+    kind: ClassVar[str] = "bert4rec"
+    input_column: ClassVar[str] = "tokens"
+    config_class: ClassVar[type[Any]] = Bert4RecConfig
+    model: BertForMaskedLM
+
+    def __init__(
+        self,
+        config: Bert4RecConfig,
+        model: BertForMaskedLM | None = None,
+        actions: Sequence[str] | None = None,
+    ) -> None:
+        super().__init__(config, BertForMaskedLM(bert_config(config)) if model is None else model)
+        if actions is not None and len(actions) > config.vocab_size - config.n_special:
+            raise ValueError(
+                f"{len(actions)} action names do not fit vocab_size={config.vocab_size} "
+                f"with n_special={config.n_special}"
+            )
+        self.actions = None if actions is None else tuple(actions)
+
+    @classmethod
+    def from_config(cls, config: Any) -> Bert4RecEncoder:
+        return cls(config)
+
+    @classmethod
+    def create(cls, **params: Any) -> Bert4RecEncoder:
+        """Build from the config's fields plus an optional ``actions`` list of names."""
+        actions = params.pop("actions", None)
+        try:
+            config = Bert4RecConfig(**params)
+        except TypeError as e:
+            raise ValueError(f"bad parameters for encoder kind {cls.kind!r}: {e}") from e
+        return cls(config, actions=actions)
+
+    @classmethod
+    def load(cls, path: Path, meta: Mapping[str, Any]) -> Bert4RecEncoder:
+        config = Bert4RecConfig(**meta["config"])
+        model = BertForMaskedLM.from_pretrained(path)
+        actions_path = path / ACTIONS_FILE
+        actions = json.loads(actions_path.read_text()) if actions_path.is_file() else None
+        return cls(config, model, actions)
+
+    def _save_vocabulary(self, path: Path) -> None:
+        if self.actions is not None:
+            (path / ACTIONS_FILE).write_text(json.dumps(list(self.actions)))
+
+    def inputs(
+        self,
+        tokens: Sequence[Sequence[int]] | None = None,
+        texts: Sequence[str] | None = None,
+    ) -> Inputs:
+        if tokens is None:
+            raise ValueError("bert4rec encoder reads action ids, got tokens=None")
+        for row, seq in enumerate(tokens):
+            if len(seq) == 0:
+                raise ValueError(f"sequence {row} is empty; drop customers without actions first")
+            low, high = min(seq), max(seq)
+            if low < 0 or high >= self.config.vocab_size:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"sequence {row} holds id {bad} outside [0, {self.config.vocab_size})"
+                )
+        return pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
+
+    def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:
+        input_ids = inputs["input_ids"]  # [B, L]
+        attention_mask = inputs["attention_mask"]  # [B, L]
+        # Only real actions are predicted: never padding, [mask] or unknown actions.
+        candidates = attention_mask.bool() & (input_ids >= self.config.n_special)  # [B, L]
+        chosen = choose_positions(candidates, self.config.mask_prob, generator)  # [B, L]
+        if self.config.mask_last_prob > 0.0:
+            # Some sequences are trained on the next-action task alone: only the last
+            # action masked, provided it is a real action.
+            rows = torch.arange(input_ids.size(0), device=input_ids.device)
+            last = (attention_mask.sum(dim=1) - 1).clamp(min=0)  # [B]
+            draws = torch.rand(input_ids.size(0), generator=generator, device=generator.device)
+            last_only = (draws.to(input_ids.device) < self.config.mask_last_prob) & candidates[rows, last]
+            chosen[last_only] = False
+            chosen[rows[last_only], last[last_only]] = True
+        # All chosen positions become [mask] (the paper's variant: no 80/10/10).
+        corrupted = corrupt(
+            input_ids, chosen, mask_id=self.config.mask_id, generator=generator,
+            mask_frac=1.0, random_frac=0.0,
+        )
+        return {**inputs, **corrupted}
+
+    @torch.no_grad()
+    def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:
+        """HR@k and NDCG@k of predicting each sequence's last action from the ones before.
+
+        ``inputs`` come from :meth:`inputs` on the full sequences; the last real action of
+        each becomes the target and is replaced by ``[mask]``. Ranking is over all
+        actions (ids >= ``n_special``). Sequences whose last id is special are skipped.
+        Returns ``hr@k``, ``ndcg@k`` (means) and ``count`` (sequences scored).
+        """
+        if k < 1:
+            raise ValueError(f"k must be positive, got {k}")
+        inputs = self._on_device(inputs)
+        input_ids = inputs["input_ids"].clone()  # [B, L]
+        attention_mask = inputs["attention_mask"]  # [B, L]
+        rows = torch.arange(input_ids.size(0), device=input_ids.device)
+        last = (attention_mask.sum(dim=1) - 1).clamp(min=0)  # [B]
+        targets = input_ids[rows, last]  # [B]
+        valid = (attention_mask.sum(dim=1) > 0) & (targets >= self.config.n_special)  # [B]
+        input_ids[rows, last] = self.config.mask_id
+        with self._eval_mode():
+            hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            scores = self.model.cls(hidden[rows, last]).float()  # [B, V]
+        scores[:, : self.config.n_special] = -math.inf
+        target_scores = scores.gather(1, targets.unsqueeze(1))  # [B, 1]
+        rank = (scores > target_scores).sum(dim=1)  # [B], 0 = ranked first
+        hit = rank < k
+        gain = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
+        count = int(valid.sum())
+        if count == 0:
+            return {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, "count": 0.0}
+        return {
+            f"hr@{k}": float(hit[valid].double().mean()),
+            f"ndcg@{k}": float(gain[valid].mean()),
+            "count": float(count),
+        }

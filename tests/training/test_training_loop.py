@@ -1,0 +1,219 @@
+"""The training loop: single process, checkpoints and resume, MLflow, two gloo ranks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import pickle
+import socket
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pyarrow.compute as pc
+import pytest
+import torch
+import torch.multiprocessing as mp
+from transformers import BertTokenizerFast, ElectraConfig, ElectraForMaskedLM
+
+from custembed.encoders import load_encoder
+from custembed.training import ParquetShardLoader, TrainSpec, train
+
+WriteSequences = Callable[..., Path]
+TINY_BERT4REC = {"vocab_size": 33, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_len": 16}
+
+
+def make_spec(tmp_path: Path, data: Path, **overrides: Any) -> TrainSpec:
+    values: dict[str, Any] = {
+        "data_path": str(data),
+        "output_dir": str(tmp_path / "encoder"),
+        "checkpoint_dir": str(tmp_path / "checkpoints"),
+        "encoder_kind": "bert4rec",
+        "encoder_params": dict(TINY_BERT4REC),
+        "epochs": 2,
+        "batch_size": 16,
+        "lr": 3e-3,
+        "warmup_steps": 5,
+        "checkpoint_every": 4,
+        "log_every": 4,
+        "val_pct": 20,
+        "seed": 0,
+    }
+    return TrainSpec(**{**values, **overrides})
+
+
+def checkpoint_steps(directory: str) -> list[int]:
+    return sorted(int(p.name.removeprefix("step-")) for p in Path(directory).glob("step-*"))
+
+
+def test_spec_pickles_and_rejects_bad_values(tmp_path: Path) -> None:
+    spec = make_spec(tmp_path, tmp_path, data_filter=(("dt", "=", "2024-01-01"),))
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    with pytest.raises(ValueError, match="epochs must be positive, got 0"):
+        dataclasses.replace(spec, epochs=0)
+    with pytest.raises(ValueError, match="val_pct must be in \\[0, 100\\), got 100"):
+        dataclasses.replace(spec, val_pct=100)
+    with pytest.raises(ValueError, match="mlflow"):
+        dataclasses.replace(spec, mlflow_tracking_uri="sqlite:///x.db")
+    with pytest.raises(ValueError, match="\\('dt', '='\\)"):
+        dataclasses.replace(spec, data_filter=(("dt", "="),))
+
+
+def test_single_process_run_trains_checkpoints_and_saves(
+    tmp_path: Path, write_sequences: WriteSequences, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="custembed")
+    spec = make_spec(tmp_path, write_sequences(200))
+    result = train(spec)
+
+    train_rows = ParquetShardLoader(spec.data_path, columns=("tokens",), batch_size=16, val_pct=20).num_rows
+    assert result["steps"] == 2 * (train_rows // 16) and result["start_step"] == 0
+    assert result["epochs_completed"] == 2 and result["world_size"] == 1
+    assert not result["stopped_early"]
+    for key in ("train_loss", "val_loss", "val_accuracy", "hr@10", "ndcg@10"):
+        assert math.isfinite(result[key]), key
+    assert 0.0 <= result["hr@10"] <= 1.0 and result["val_loss"] < 5.0
+    assert result["sequences_per_s"] > 0 and result["tokens_per_s"] > result["sequences_per_s"]
+
+    steps = checkpoint_steps(spec.checkpoint_dir)
+    assert steps[-1] == result["steps"] and len(steps) == spec.keep_checkpoints
+    assert not list(Path(spec.checkpoint_dir).glob(".tmp-*"))
+    progress = [r.getMessage() for r in caplog.records if r.getMessage().startswith("step ")]
+    assert progress and all("seq/s" in line and "eta" in line for line in progress)
+
+    encoder = load_encoder(spec.output_dir)
+    vectors = encoder.embed(encoder.inputs(tokens=[[3, 4, 5], [20, 21]]))
+    assert vectors.shape == (2, 32)
+
+
+def test_resume_continues_from_the_checkpointed_step(
+    tmp_path: Path, write_sequences: WriteSequences, caplog: pytest.LogCaptureFixture
+) -> None:
+    data = write_sequences(300)
+    shared = {"epochs": 1, "checkpoint_every": 100}
+
+    def run(name: str, max_steps: int) -> dict[str, Any]:
+        return train(make_spec(
+            tmp_path / name, data, max_steps=max_steps, **shared,
+            checkpoint_dir=str(tmp_path / name / "checkpoints"),
+        ))
+
+    first = run("resumed", 3)
+    assert first["steps"] == 3 and checkpoint_steps(str(tmp_path / "resumed" / "checkpoints")) == [3]
+    caplog.set_level(logging.INFO, logger="custembed")
+    resumed = run("resumed", 7)
+    assert resumed["start_step"] == 3 and resumed["steps"] == 7
+    assert any("resuming from step 3" in r.getMessage() for r in caplog.records)
+
+    fresh_short = run("fresh_short", 4)  # as many steps as the resumed run made itself
+    uninterrupted = run("uninterrupted", 7)
+    assert fresh_short["start_step"] == 0
+    assert resumed["weights_sha256"] != fresh_short["weights_sha256"]
+    # Model, optimiser, schedule, data position and random streams all came back.
+    assert resumed["weights_sha256"] == uninterrupted["weights_sha256"]
+
+
+def test_early_stopping_ends_after_patience_epochs(tmp_path: Path, write_sequences: WriteSequences) -> None:
+    spec = make_spec(
+        tmp_path, write_sequences(100), epochs=6, early_stopping_patience=1,
+        early_stopping_min_delta=10.0,  # no epoch can improve by 10 nats
+    )
+    result = train(spec)
+    assert result["stopped_early"] and result["epochs_completed"] == 2
+    # Rerunning the same command does not train on: the stop was checkpointed.
+    again = train(spec)
+    assert again["stopped_early"] and again["start_step"] == again["steps"] == result["steps"]
+    assert again["epochs_completed"] == 2
+
+
+def test_data_filter_reads_only_the_chosen_partition(tmp_path: Path, write_sequences: WriteSequences) -> None:
+    data = write_sequences(100, partitions=("2024-01-01", "2024-02-01"))
+    spec = make_spec(tmp_path, data, epochs=1, data_filter=(("dt", "=", "2024-02-01"),))
+    result = train(spec)
+    february = ParquetShardLoader(
+        data, columns=("tokens",), batch_size=16, val_pct=20, filter=pc.field("dt") == "2024-02-01"
+    )
+    assert result["steps"] == february.local_num_batches() == february.num_rows // 16
+
+
+@pytest.fixture
+def tiny_electra_dir(tmp_path: Path) -> Path:
+    directory = tmp_path / "tiny_electra"
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"a{i}" for i in range(30))]
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(directory)
+    config = ElectraConfig(
+        vocab_size=len(words), embedding_size=16, hidden_size=32, num_hidden_layers=2,
+        num_attention_heads=2, intermediate_size=37, max_position_embeddings=32,
+    )
+    ElectraForMaskedLM(config).save_pretrained(directory)
+    return directory
+
+
+def test_text_encoder_reads_the_text_column(
+    tmp_path: Path, write_sequences: WriteSequences, tiny_electra_dir: Path
+) -> None:
+    spec = make_spec(
+        tmp_path, write_sequences(120), epochs=1, encoder_kind="mlm",
+        encoder_params={"checkpoint": str(tiny_electra_dir), "max_len": 16},
+    )
+    result = train(spec)
+    assert result["steps"] > 0 and math.isfinite(result["val_loss"])
+    assert "hr@10" not in result  # ranking metrics are BERT4Rec's
+    loaded = load_encoder(spec.output_dir)
+    assert loaded.kind == "mlm" and loaded.embed(loaded.inputs(texts=["a1 a2"])).shape == (1, 32)
+
+
+def test_init_dir_starts_from_a_saved_encoder(tmp_path: Path, write_sequences: WriteSequences) -> None:
+    data = write_sequences(100)
+    first = train(make_spec(tmp_path / "a", data, epochs=1, checkpoint_dir=str(tmp_path / "a" / "ck")))
+    second = train(make_spec(
+        tmp_path / "b", data, epochs=1, init_dir=str(tmp_path / "a" / "encoder"),
+        encoder_params={}, checkpoint_dir=str(tmp_path / "b" / "ck"),
+    ))
+    assert second["start_step"] == 0 and second["weights_sha256"] != first["weights_sha256"]
+
+
+def test_metrics_go_to_an_existing_mlflow_run(tmp_path: Path, write_sequences: WriteSequences) -> None:
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run_id = client.create_run(client.create_experiment("custembed-test")).info.run_id
+    spec = make_spec(tmp_path, write_sequences(100), epochs=1, mlflow_tracking_uri=uri, mlflow_run_id=run_id)
+    result = train(spec)
+
+    losses = client.get_metric_history(run_id, "train_loss")
+    assert [m.step for m in sorted(losses, key=lambda m: m.step)] == list(range(1, result["steps"] + 1))
+    assert client.get_metric_history(run_id, "hr_at_10")[-1].value == pytest.approx(result["hr@10"])
+    assert client.get_run(run_id).data.params["batch_size"] == "16"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def train_rank(rank: int, spec: TrainSpec, port: int, out: str) -> None:
+    """One torchrun-like rank: the variables torchrun would set, then `train`."""
+    torch.set_num_threads(1)
+    os.environ.update(
+        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+    )
+    result = train(spec)
+    Path(out, f"rank-{rank}.json").write_text(json.dumps(result))
+
+
+@pytest.mark.slow
+def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path, write_sequences: WriteSequences) -> None:
+    spec = make_spec(tmp_path, write_sequences(200, files=3, row_group_size=20), epochs=2)
+    mp.spawn(train_rank, args=(spec, free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]
+    assert results[0] == results[1]  # same weights, same metrics, same figures
+    assert results[0]["world_size"] == 2 and results[0]["steps"] > 0
+    assert checkpoint_steps(spec.checkpoint_dir)[-1] == results[0]["steps"]
+    assert load_encoder(spec.output_dir).kind == "bert4rec"

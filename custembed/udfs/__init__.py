@@ -1,0 +1,1 @@
+"""Pandas-UDF factories over plain numpy/pandas cores (the cores are testable without Spark)."""

@@ -1,0 +1,129 @@
+"""Per-product classifiers: a numpy/scikit-learn core and the grouped-pandas functions Spark runs.
+
+Training runs one group per (source, product) with ``applyInPandas``: each
+group's (balanced) training set goes to one Python worker, never to the
+driver, and the fitted model comes back as bytes. Scoring unpickles each model
+once per worker and scores Arrow batches.
+"""
+
+from __future__ import annotations
+
+import functools
+import pickle
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+CLASSIFIERS = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "mlp")
+
+
+def make_classifier(name: str, *, seed: int, class_weight: bool = False, threads: int = 1) -> Any:
+    """A fresh scikit-learn-compatible binary classifier by name."""
+    weight = "balanced" if class_weight else None
+    if name == "random_forest":
+        from sklearn.ensemble import RandomForestClassifier
+
+        return RandomForestClassifier(n_estimators=200, min_samples_leaf=3, max_depth=12, max_features="sqrt",
+                                      class_weight=weight, random_state=seed, n_jobs=threads)
+    if name == "xgboost":
+        from xgboost import XGBClassifier
+
+        return XGBClassifier(n_estimators=200, max_depth=4, learning_rate=0.05, subsample=0.8,
+                             colsample_bytree=0.8, random_state=seed, n_jobs=threads, verbosity=0)
+    if name == "lightgbm":
+        from lightgbm import LGBMClassifier
+
+        return LGBMClassifier(n_estimators=200, num_leaves=15, learning_rate=0.05, subsample=0.8,
+                              subsample_freq=1, colsample_bytree=0.8, class_weight=weight, random_state=seed,
+                              n_jobs=threads, verbose=-1)
+    if name == "logistic_regression":
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5, class_weight=weight))
+    if name == "mlp":
+        from sklearn.neural_network import MLPClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=500,
+                                                             early_stopping=True, random_state=seed))
+    raise ValueError(f"unknown classifier {name!r} (known: {', '.join(CLASSIFIERS)}, spark_random_forest)")
+
+
+def stack(vectors: pd.Series) -> np.ndarray:
+    """A column of equal-length arrays → ``[n, H]`` float32."""
+    if len(vectors) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
+
+
+def fit(features: np.ndarray, labels: np.ndarray, *, classifier: str, seed: int,
+        class_weight: bool = False) -> tuple[bytes, str]:
+    """Fit one classifier; (pickled model, message). One class only → no model and a message saying so."""
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        what = "no buyers" if classes.size == 0 or classes[0] == 0 else "only buyers"
+        return b"", f"not trained: {what} in the training window"
+    model = make_classifier(classifier, seed=seed, class_weight=class_weight)
+    model.fit(features, labels)
+    return pickle.dumps(model), "ok"
+
+
+def fit_groups(*, seed: int, class_weight: bool,
+               keys: tuple[str, ...]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """An ``applyInPandas`` function: one group's (keys..., classifier, vector, label) → one row
+    (keys..., classifier, model, train_rows, train_seconds, message)."""
+
+    def run(group: pd.DataFrame) -> pd.DataFrame:
+        t0 = time.perf_counter()
+        classifier = str(group["classifier"].iloc[0])
+        features = stack(group["vector"])
+        labels = group["label"].to_numpy(dtype=np.int64)
+        model, message = fit(features, labels, classifier=classifier, seed=seed, class_weight=class_weight)
+        row: dict[str, Any] = {k: [group[k].iloc[0]] for k in keys}
+        row.update({"classifier": [classifier], "model": [model], "train_rows": [len(group)],
+                    "train_seconds": [time.perf_counter() - t0], "message": [message]})
+        return pd.DataFrame(row)
+
+    return run
+
+
+@functools.lru_cache(maxsize=64)
+def _unpickle(blob: bytes) -> Any:
+    return pickle.loads(blob)  # noqa: S301 - models this job trained and broadcast itself
+
+
+def predict(model_blob: bytes, features: np.ndarray) -> np.ndarray:
+    """P(buy) per row; NaN where no model could be trained."""
+    if not model_blob or len(features) == 0:
+        return np.full(len(features), np.nan)
+    model = _unpickle(model_blob)
+    return np.asarray(model.predict_proba(features)[:, 1], dtype=np.float64)
+
+
+def score_partitions(models: Any, key_columns: tuple[str, ...]) -> Callable[[Iterator[pd.DataFrame]],
+                                                                          Iterator[pd.DataFrame]]:
+    """A ``mapInPandas`` function scoring (key columns..., vector, ...) rows with the model of their key.
+
+    ``models`` is a mapping key tuple → pickled model, or a Spark broadcast of one (read on the executor).
+    """
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        table: Mapping[tuple[Any, ...], bytes] = models.value if hasattr(models, "value") else models
+        for frame in frames:
+            scores = np.full(len(frame), np.nan)
+            keys = list(zip(*(frame[c] for c in key_columns), strict=True))
+            for key in set(keys):
+                rows = np.flatnonzero([k == key for k in keys])
+                blob = table.get(key, b"")
+                scores[rows] = predict(blob, stack(frame["vector"].iloc[rows]))
+            out = frame.drop(columns=["vector"])
+            out["score"] = scores
+            yield out
+
+    return run

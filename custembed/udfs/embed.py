@@ -1,0 +1,69 @@
+"""Embedding inference: a numpy core and the ``mapInPandas`` function that runs it on executors.
+
+The encoder is loaded once per Python worker (``load_cached``: Spark reuses
+Python workers across tasks) and runs in ``torch.inference_mode`` on Arrow
+batches of ``batch_size`` sequences, sorted by length inside each Arrow batch
+so padding stays small.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+
+from custembed.encoders import SequenceEncoder, load_encoder
+
+
+@functools.lru_cache(maxsize=4)
+def load_cached(model_dir: str, threads: int) -> SequenceEncoder:  # type: ignore[type-arg]
+    """The encoder saved in ``model_dir``, loaded once per process."""
+    import torch
+
+    if threads > 0:
+        torch.set_num_threads(threads)
+    encoder = load_encoder(model_dir)
+    encoder.model.eval()
+    return encoder
+
+
+def embed_frame(encoder: SequenceEncoder, frame: pd.DataFrame, *, batch_size: int,  # type: ignore[type-arg]
+                pooling: str | None = None) -> np.ndarray:
+    """Vectors ``[n, H]`` float32 of the sequences in ``frame`` (``tokens`` or ``text`` column), in row order."""
+    import torch
+
+    n = len(frame)
+    out = np.zeros((n, encoder.hidden_size), dtype=np.float32)
+    if n == 0:
+        return out
+    column = getattr(encoder, "input_column", "text")
+    values = frame[column].tolist()
+    lengths = np.array([len(v) for v in values])
+    order = np.argsort(lengths, kind="stable")
+    with torch.inference_mode():
+        for lo in range(0, n, batch_size):
+            idx = order[lo : lo + batch_size]
+            batch = [values[i] for i in idx]
+            if column == "tokens":
+                inputs = encoder.inputs(tokens=[list(map(int, b)) for b in batch])
+            else:
+                inputs = encoder.inputs(texts=batch)
+            out[idx] = encoder.embed(inputs, pooling).float().cpu().numpy()  # [B, H]
+    return out
+
+
+def embed_partitions(model_dir: str, *, batch_size: int, pooling: str | None,
+                     threads: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+    """A ``mapInPandas`` function: (customer_id, tokens, text) → (customer_id, vector array<float>)."""
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+        encoder = load_cached(model_dir, threads)
+        for frame in frames:
+            vectors = embed_frame(encoder, frame, batch_size=batch_size, pooling=pooling)
+            yield pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "vector": list(vectors)})
+
+    return run

@@ -1,0 +1,57 @@
+"""Classifier and baseline cores without Spark."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from custembed.udfs.baseline import count_features
+from custembed.udfs.classify import CLASSIFIERS, fit, fit_groups, predict, score_partitions
+
+
+def separable(n: int = 200, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    labels = (rng.random(n) < 0.5).astype(int)
+    features = rng.normal(size=(n, 8)).astype(np.float32) + labels[:, None] * 1.5
+    return features, labels
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_classifier_learns_a_separable_problem(name: str) -> None:
+    features, labels = separable()
+    blob, message = fit(features, labels, classifier=name, seed=0)
+    assert message == "ok"
+    scores = predict(blob, features)
+    assert scores.shape == (200,)
+    assert scores[labels == 1].mean() > scores[labels == 0].mean() + 0.3
+
+
+def test_one_class_gives_a_message_not_a_crash() -> None:
+    features, _ = separable(20)
+    blob, message = fit(features, np.zeros(20, int), classifier="random_forest", seed=0)
+    assert blob == b"" and "no buyers" in message
+    assert np.isnan(predict(blob, features)).all()
+
+
+def test_grouped_fit_and_partition_scoring_roundtrip() -> None:
+    features, labels = separable(120)
+    group = pd.DataFrame({"source": "s", "product": "p", "classifier": "logistic_regression",
+                          "vector": list(features), "label": labels})
+    row = fit_groups(seed=0, class_weight=False, keys=("source", "product"))(group)
+    assert row.loc[0, "message"] == "ok" and row.loc[0, "train_rows"] == 120
+    models = {("s", "p", "logistic_regression"): row.loc[0, "model"]}
+    frame = group.drop(columns=["label"]).assign(customer_id=[f"c{i}" for i in range(120)])
+    out = next(score_partitions(models, ("source", "product", "classifier"))(iter([frame])))
+    assert "vector" not in out.columns
+    expected = predict(models[("s", "p", "logistic_regression")], features)
+    np.testing.assert_allclose(out["score"].to_numpy(), expected, rtol=1e-5)
+
+
+def test_count_features_counts_actions_and_recency() -> None:
+    # ids: 3 = no action, 4.. actions; vocab 6 -> 3 actions
+    vectors = count_features([[4, 4, 5, 3, 3], [3]], vocab_size=6, n_special=3, no_action_id=3)
+    assert vectors.shape == (2, 6)
+    np.testing.assert_allclose(vectors[0, :3], np.log1p([2, 2, 1]))
+    assert vectors[0, 5] == 2  # two empty months since the last real event
+    assert vectors[1, 4] == 0 and vectors[1, 5] == 1

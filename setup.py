@@ -32,7 +32,7 @@ setup(
             "xgboost>=2",
             "lightgbm>=4",
         ],
-        "report": ["matplotlib>=3.8", "umap-learn>=0.5"],
+        "report": ["matplotlib>=3.8", "umap-learn>=0.5", "scikit-learn>=1.5"],
         "dev": [
             "pytest>=8",
             "pytest-timeout>=2",

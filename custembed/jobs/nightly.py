@@ -1,0 +1,115 @@
+"""The scheduled job: sequences → embed (registered champions and the baseline) → score → report, per date.
+
+Each stage records its outcome in ``runs`` (job ``nightly:<stage>``). A rerun
+for the same date skips stages that already succeeded for it and resumes from
+the first unfinished one (``--force`` reruns everything). Every table is
+written with dynamic partition overwrite for the run date only, so a failing
+stage leaves earlier dates untouched; the job then exits non-zero with one line
+naming the stage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from custembed.config import Config, ConfigError
+from custembed.io import Lake
+
+log = logging.getLogger(__name__)
+
+
+class StageFailed(ConfigError):
+    """A stage of the nightly run failed: one line, non-zero exit, earlier stages kept."""
+
+
+def succeeded_stages(lake: Lake, run_date: dt.date) -> set[str]:
+    if not lake.exists("runs"):
+        return set()
+    rows = (lake.read_partition("runs", run_date.isoformat())
+            .where(F.col("job").startswith("nightly:") & (F.col("status") == "succeeded"))
+            .select("job").distinct().collect())
+    return {r["job"].split(":", 1)[1] for r in rows}
+
+
+def stages(cfg: Config, run_date: dt.date, sources: Sequence[str],
+           with_report: bool) -> list[tuple[str, Callable[[SparkSession], Any]]]:
+    from custembed.jobs import embed, score, sequences
+
+    plan: list[tuple[str, Callable[[SparkSession], Any]]] = [
+        ("sequences", lambda spark: sequences.run(spark, cfg, run_date=run_date, products=cfg.score.products)),
+    ]
+    for source in sources:
+        plan.append((f"embed-{source}", lambda spark, s=source: embed.run(spark, cfg, run_date=run_date, source=s)))
+    plan.append(("score", lambda spark: score.run(spark, cfg, run_date=run_date)))
+    if with_report:
+        from custembed.jobs import report
+
+        plan.append(("report", lambda spark: report.run(spark, cfg, run_date=run_date)))
+    return plan
+
+
+def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, sources: Sequence[str], force: bool = False,
+        with_report: bool = True) -> dict[str, Any]:
+    from custembed.jobs.common import lake_from, record_run
+
+    lake = lake_from(spark, cfg)
+    done = set() if force else succeeded_stages(lake, run_date)
+    timings: dict[str, Any] = {}
+    for name, stage in stages(cfg, run_date, sources, with_report):
+        if name in done:
+            log.info("nightly %s: stage %s already succeeded, skipped", run_date, name)
+            timings[name] = "skipped (done)"
+            continue
+        started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+        t0 = time.monotonic()
+        log.info("nightly %s: stage %s", run_date, name)
+        try:
+            stage(spark)
+        except Exception as e:
+            record_run(lake, job=f"nightly:{name}", run_date=run_date, started=started, status="failed",
+                       details=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise StageFailed(f"stage {name} failed: {first} (rerun to resume from this stage)") from e
+        seconds = round(time.monotonic() - t0, 1)
+        record_run(lake, job=f"nightly:{name}", run_date=run_date, started=started, status="succeeded",
+                   details=f'{{"seconds": {seconds}}}')
+        timings[name] = f"{seconds} s"
+    return {"run_date": run_date.isoformat(), "stages": timings}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--sources", nargs="+", default=None,
+                        help="embedding sources: encoder names (registry champions) and/or counts "
+                             "(default: score.sources, else every trained encoder plus counts)")
+    parser.add_argument("--force", action="store_true", help="rerun stages that already succeeded")
+    parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
+
+
+def default_sources(cfg: Config, lake_dir: str) -> list[str]:
+    """score.sources, else the encoders with a registered version, plus the counts baseline."""
+    if cfg.score.sources:
+        return list(cfg.score.sources)
+    from custembed.tracking import model_name, tracking_for
+
+    client = tracking_for(cfg.tracking, lake_dir).client()
+    registered = {m.name for m in client.search_registered_models()}
+    return [n for n in cfg.train.encoders if model_name(n) in registered] + ["counts"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from custembed.jobs.common import job_main
+
+    def go(spark: SparkSession, cfg: Config, args: argparse.Namespace, run_date: dt.date) -> dict[str, Any]:
+        sources = args.sources or default_sources(cfg, cfg.project.lake_dir)
+        return run(spark, cfg, run_date=run_date, sources=sources, force=args.force,
+                   with_report=not args.no_report)
+
+    return job_main("nightly", argv, add_arguments, go)

@@ -1,0 +1,186 @@
+"""``custembed report``: one self-contained HTML file for a run date.
+
+Reads only small things to the driver: the metric and lift tables (a few rows
+per product and source), a bounded, seeded sample of embeddings for the 2-D
+projections, run records, and a few dozen sequences for the attention maps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import SparkSession
+from pyspark.sql import functions as F
+
+from custembed import schemas
+from custembed.catalogue import load_catalogue
+from custembed.config import Config
+from custembed.io import Lake
+
+log = logging.getLogger(__name__)
+
+PROJECTION_SAMPLE = 1500
+ATTENTION_SAMPLE = 48
+
+
+def _latest_details(lake: Lake, day: str, job: str) -> dict[str, Any]:
+    rows = (lake.read_partition("runs", day).where((F.col("job") == job) & (F.col("status") == "succeeded"))
+            .orderBy(F.col("finished_at").desc()).limit(1).collect())
+    if not rows or not rows[0]["details"]:
+        return {}
+    try:
+        return dict(json.loads(rows[0]["details"]))
+    except json.JSONDecodeError:
+        return {}
+
+
+def model_info(lake: Lake, cfg: Config, day: str, sources: Sequence[str]) -> pd.DataFrame:
+    """Size, training time, inference throughput and validation metrics per source."""
+    from custembed.tracking import tracking_for
+
+    rows = []
+    for source in sources:
+        trained = _latest_details(lake, day, f"train:{source}")
+        embedded = _latest_details(lake, day, f"embed:{source}")
+        parameters: float = float("nan")
+        hidden: float = float("nan")
+        if source in cfg.train.encoders:
+            try:
+                from custembed.encoders import load_encoder
+
+                model_dir, _ = tracking_for(cfg.tracking, cfg.project.lake_dir).resolve(source, cfg.embed.model_ref)
+                encoder = load_encoder(model_dir)
+                parameters = float(sum(p.numel() for p in encoder.model.parameters()))
+                hidden = float(encoder.hidden_size)
+            except Exception as e:  # noqa: BLE001 - the report shows what it can
+                log.warning("report: no model size for %s (%s)", source, str(e).splitlines()[0])
+        rows.append({
+            "source": source, "parameters": parameters, "hidden_size": hidden,
+            "train_seconds": trained.get("seconds", np.nan),
+            "embed_customers_per_s": embedded.get("customers_per_s", np.nan),
+            "val_loss": trained.get("val_loss", np.nan), "val_accuracy": trained.get("val_accuracy", np.nan),
+            "hr_at_10": trained.get("hr@10", np.nan), "ndcg_at_10": trained.get("ndcg@10", np.nan),
+        })
+    return pd.DataFrame(rows)
+
+
+def projections(lake: Lake, day: str, sources: Sequence[str], product: str,
+                seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """A seeded sample of train-view embeddings per source, with test-window buyers of ``product`` flagged."""
+    labels = lake.read_partition("labels", day).where(
+        (F.col("product") == product) & (F.col("label_window") == "test")).select(schemas.CUSTOMER_ID, "label")
+    result = {}
+    for source in sources:
+        vectors = lake.read_partition("embeddings", day, view=schemas.VIEW_TRAIN, source=source)
+        joined = vectors.join(labels, schemas.CUSTOMER_ID)
+        # every buyer (they are few) and a seeded sample of the rest, bounded in size
+        buyers = joined.where("label = 1").orderBy(F.rand(seed)).limit(PROJECTION_SAMPLE // 5)
+        others = joined.where("label = 0").orderBy(F.rand(seed)).limit(PROJECTION_SAMPLE)
+        sample = buyers.unionByName(others).select("vector", "label").toPandas()
+        if len(sample):
+            result[source] = (np.stack(sample["vector"].to_numpy()).astype(np.float32),
+                              sample["label"].to_numpy().astype(bool))
+    return result
+
+
+def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
+    """Behaviour-attention of the first fine-tuned masked LM, before (pre-trained) and after fine-tuning."""
+    from custembed.analysis import encoder_behaviour_attention
+    from custembed.encoders import build_encoder, load_encoder
+    from custembed.jobs.train import resolve_checkpoint
+    from custembed.tracking import tracking_for
+
+    catalogue = load_catalogue(cfg.sequences.catalogue)
+    behaviours = [b for b in catalogue.behaviours]
+    name = next((n for n, e in cfg.train.encoders.items() if e.kind == "mlm"), None)
+    if name is None:
+        return {}, behaviours
+    settings = cfg.train.encoders[name]
+    model_dir, _ = tracking_for(cfg.tracking, cfg.project.lake_dir).resolve(name, cfg.embed.model_ref)
+    sample = (lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN).where("n_events >= 5")
+              .orderBy(F.xxhash64(schemas.CUSTOMER_ID)).limit(ATTENTION_SAMPLE).select("text", "tokens").toPandas())
+    texts, tokens = sample["text"].tolist(), sample["tokens"].tolist()
+    before = build_encoder("mlm", checkpoint=resolve_checkpoint(settings.checkpoint), max_len=settings.max_len)
+    after = load_encoder(model_dir)
+    id_behaviour = catalogue.id_to_behaviour()
+    return {
+        f"pre-trained ({name})": encoder_behaviour_attention(before, texts, tokens, behaviours, id_behaviour),
+        f"fine-tuned ({name})": encoder_behaviour_attention(after, texts, tokens, behaviours, id_behaviour),
+    }, behaviours
+
+
+def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | None = None) -> dict[str, Any]:
+    from custembed.jobs.common import lake_from
+    from custembed.report import ReportData, render_report
+
+    lake = lake_from(spark, cfg)
+    day = run_date.isoformat()
+    metrics = lake.read_partition("model_metrics", day).drop(schemas.DT).toPandas()
+    lift = lake.read_partition("decile_lift", day).drop(schemas.DT).toPandas()
+    classifier = cfg.score.classifier
+    sources = sorted(metrics["source"].unique()) if len(metrics) else []
+    comparison = cfg.score.comparison
+    comparison_source = comparison.source or (sources[0] if sources else None)
+    table4 = metrics[(metrics["product"] == comparison.product) & (metrics["source"] == comparison_source)]
+    default = metrics[metrics["classifier"] == classifier]
+    focus = comparison.product or (cfg.score.products[0] if cfg.score.products else "")
+    steps = _latest_details(lake, day, "sequences")
+    seq_run = (lake.read_partition("runs", day).where("job = 'sequences' and status = 'succeeded'")
+               .orderBy(F.col("finished_at").desc()).limit(1).collect())
+    summary: dict[str, object] = {"run date": day, "feature cutoff": steps.get("cutoff", "?"),
+                                  "catalogue": steps.get("catalogue", "?"),
+                                  "tables": f"{cfg.project.database} ({Path(cfg.project.lake_dir).resolve()})"}
+    if seq_run:
+        r = seq_run[0]
+        summary.update({"rows read": r["rows_read"], "rows accepted": r["rows_accepted"],
+                        "rows rejected": f"{r['rows_rejected']} {dict(r['rejected_by_reason'])}",
+                        "sequences": json.dumps(steps.get("sequences", {}))})
+    notes = [
+        "Metrics are on the test label window at the natural buy rate; classifiers were trained on the train "
+        "window, balanced 50/50 (score.balance).",
+        "AUC is exact (ties count one half); lift = buy rate in a decile / overall buy rate; decile 1 = the 10 % "
+        "highest scores.",
+    ]
+    try:
+        attention, labels = attention_maps(lake, cfg, day)
+    except Exception as e:  # noqa: BLE001 - a missing model leaves that section empty, not the report
+        log.warning("report: no attention maps (%s)", str(e).splitlines()[0])
+        attention, labels = {}, []
+        notes.append(f"attention maps not available: {str(e).splitlines()[0]}")
+    data = ReportData(
+        title="custembed: customer embeddings, propensity and lift",
+        run_date=day,
+        generated_at=dt.datetime.now().isoformat(timespec="seconds"),
+        summary=summary,
+        default_classifier=classifier,
+        metrics=default.reset_index(drop=True),
+        decile_lift=lift[lift["classifier"] == classifier].reset_index(drop=True),
+        classifier_comparison=table4.reset_index(drop=True),
+        model_info=model_info(lake, cfg, day, sources),
+        projections=projections(lake, day, sources, focus, cfg.score.seed),
+        attention=attention or None,
+        attention_labels=labels or None,
+        notes=notes + [f"projections coloured by buyers of {focus} in the test window"],
+    )
+    target = Path(output) if output else lake.path("reports", f"report-{day}.html")
+    render_report(data, target)
+    return {"report": str(target)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output", help="HTML file to write (default: <lake>/reports/report-<date>.html)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from custembed.jobs.common import job_main
+
+    return job_main("report", argv, add_arguments,
+                    lambda spark, cfg, args, run_date: run(spark, cfg, run_date=run_date, output=args.output))

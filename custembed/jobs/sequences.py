@@ -223,10 +223,12 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
     """Accepted events → one row per customer with the sorted packed timeline.
 
     Output: ``customer_id``, ``_packed`` (array<bigint>, ascending: time then
-    action id), ``_months`` (distinct event months as ``month_index``),
-    ``_dups`` (array of JSON rows, one entry per surplus copy of an exact
-    duplicate row). A single shuffle: the duplicate search groups by every
-    input column inside the customer hash partitions.
+    action id) and ``_dups`` (array of (JSON row, surplus copies) of exact
+    duplicate rows). A single shuffle: the duplicate search groups by every
+    input column inside the customer hash partitions. Only one aggregate
+    buffer per customer is filled for every row (the packed list); months are
+    derived from the packed values later, which measured faster than
+    collecting them here.
     """
     accepted = mapped.where(F.col(_REASON).isNull())
     by_customer = (
@@ -240,22 +242,19 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
         F.first(_ACTION).alias(_ACTION),
     )
     packed = F.shiftleft(F.unix_seconds(F.col(_TS)) + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.col(_ACTION))
-    month = F.year(_TS) * 12 + F.month(_TS) - 1
-    surplus = F.when(
-        F.col("_copies") > 1,
-        F.array_repeat(_raw_json(input_columns), (F.col("_copies") - 1).cast("int")),
-    )
+    surplus = F.when(F.col("_copies") > 1, F.struct(_raw_json(input_columns).alias("raw"),
+                                                     (F.col("_copies") - 1).cast("int").alias("n")))
     return distinct_rows.groupBy(schemas.CUSTOMER_ID).agg(
         F.array_sort(F.collect_list(packed)).alias(_PACKED),
-        F.collect_set(month).alias("_months"),
-        F.flatten(F.collect_list(surplus)).alias("_dups"),
+        F.collect_list(surplus).alias("_dups"),
     )
 
 
 def duplicate_rows(timelines: DataFrame, *, run_date: dt.date) -> DataFrame:
-    """Surplus copies of exact duplicates, in the ``rejects`` schema."""
-    raw = F.explode(F.col("_dups")).alias("raw")
-    dups = timelines.where(F.size("_dups") > 0).select(raw)
+    """Surplus copies of exact duplicates (one row per copy beyond the first), in the ``rejects`` schema."""
+    dup = F.explode(F.col("_dups")).alias("_dup")
+    dups = timelines.where(F.size("_dups") > 0).select(dup).select(
+        F.explode(F.array_repeat(F.col("_dup.raw"), F.col("_dup.n"))).alias("raw"))
     return dups.select(
         F.lit(DUPLICATE).alias("reason"),
         F.get_json_object("raw", f"$.{schemas.CUSTOMER_ID}").alias(schemas.CUSTOMER_ID),
@@ -288,7 +287,14 @@ def build_sequences(
     bound = _packed_bound(cutoff + dt.timedelta(days=1))
     cutoff_month = month_index(cutoff)
     kept = F.filter(F.col(_PACKED), lambda x: x < F.lit(bound))
-    months = F.filter(F.col("_months"), lambda m: m <= F.lit(cutoff_month))
+
+    def month_of(packed: Column) -> Column:
+        # whole UTC days as a date: year/month of a date need no time-zone conversion (cheaper per element)
+        seconds = F.shiftright(packed, ACTION_BITS) - F.lit(OFFSET)
+        day = F.date_from_unix_date(F.floor(seconds / 86400).cast("int"))
+        return F.year(day) * 12 + F.month(day) - 1
+
+    months = F.array_distinct(F.transform("_kept", month_of))
 
     def month_token(m: Column) -> Column:
         start = F.make_date(F.floor(m / 12).cast("int"), (m % 12 + 1).cast("int"), F.lit(1))
@@ -297,8 +303,9 @@ def build_sequences(
 
     texts = F.array(*[F.lit(t) for t in action_texts])
     staged = (
-        timelines.select(schemas.CUSTOMER_ID, kept.alias("_kept"), months.alias("_m"))
+        timelines.select(schemas.CUSTOMER_ID, kept.alias("_kept"))
         .where(F.size("_kept") > 0)
+        .select("*", months.alias("_m"))
         .select(
             "*",
             F.array_except(

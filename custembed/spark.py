@@ -40,7 +40,9 @@ def build_session(spark_cfg: SparkConfig, project: ProjectConfig) -> SparkSessio
     # Executors run the same interpreter as the driver unless a cluster says otherwise.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     builder = SparkSession.builder.appName(spark_cfg.app_name)
-    if spark_cfg.master:
+    # Under spark-submit the JVM (and its master) already exist: the submit command decides.
+    submitted = "PYSPARK_GATEWAY_PORT" in os.environ
+    if spark_cfg.master and not submitted:
         builder = builder.master(spark_cfg.master)
     settings: dict[str, str] = {
         "spark.sql.shuffle.partitions": str(spark_cfg.shuffle_partitions),

@@ -56,7 +56,7 @@ def resolve_run_date(arg: str | None, cfg: Config) -> dt.date:
         return parse_date(arg, "--run-date")
     if cfg.project.run_date:
         return parse_date(cfg.project.run_date, "project.run_date")
-    return dt.date.today()
+    return dt.datetime.now(dt.timezone.utc).date()
 
 
 def lake_from(spark: SparkSession, cfg: Config) -> Lake:

@@ -26,6 +26,8 @@ def load_cached(model_dir: str, threads: int) -> SequenceEncoder:  # type: ignor
     if threads > 0:
         torch.set_num_threads(threads)
     encoder = load_encoder(model_dir)
+    if torch.cuda.is_available():  # GPU executors: one device per worker, as Spark's resource scheduling assigns
+        encoder = encoder.to("cuda")
     encoder.model.eval()
     return encoder
 

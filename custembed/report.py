@@ -565,6 +565,8 @@ def _messages(rows: pd.DataFrame) -> str:
         message = record.message
         if message is None or (isinstance(message, float) and math.isnan(message)) or not str(message).strip():
             continue
+        if str(message).strip() == "ok":  # the scoring job's "nothing to report"
+            continue
         items.append(f"<li>{html.escape(f'{record.product} / {record.source}: {message}')}</li>")
     if not items:
         return ""

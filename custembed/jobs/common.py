@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import os
 import sys
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -90,6 +91,10 @@ def job_main(
         add_arguments(parser)
     args = parser.parse_args(list(argv) if argv is not None else None)
     setup_logging(args.verbose)
+    # model loading prints progress bars and load reports per process; job logs say what matters
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     spark = None
     created = False
     try:

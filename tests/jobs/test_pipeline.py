@@ -120,6 +120,15 @@ def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path) -
     page = out.read_text()
     assert "data-section=\"model-comparison\"" in page and page.count("data:image/png;base64,") >= 3
 
+    # the analyst notebooks run on these real tables
+    from custembed.explore import execute_notebook
+
+    notebooks = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
+    assert len(notebooks) >= 2
+    for notebook in notebooks:
+        execute_notebook(notebook, {"CUSTEMBED_LAKE": str(lake_dir), "CUSTEMBED_PRODUCT": "water_purifier",
+                                    "CUSTEMBED_RUN_DATE": RUN})
+
 
 def test_embed_and_score_report_user_errors_in_one_line(spark, lake_sets, capsys) -> None:  # type: ignore[no-untyped-def]
     from custembed.jobs import embed, score

@@ -123,11 +123,16 @@ def test_unparseable_and_blank_text_times(spark) -> None:
 
 def test_exact_duplicates_are_rejected_once_per_surplus_copy(spark) -> None:
     row = ("c1", ts("2023-01-05 10:00:00"), "BUY", "tv")
-    timelines = timelines_of(spark, [row, row, row, ("c1", ts("2023-01-06 10:00:00"), "BUY", "tv")])
-    dups = seq.duplicate_rows(timelines, run_date=RUN).select("reason", "customer_id", "item").collect()
-    assert dups == [Row(reason="duplicate", customer_id="c1", item="tv")] * 2
+    rows = [row, row, row, ("c1", ts("2023-01-06 10:00:00"), "BUY", "tv"),
+            ("c1", ts("2023-01-05 10:00:00"), "BUY", "TV")]  # same action, other raw code: not a duplicate
+    events = spark.createDataFrame(rows, SCHEMA)
+    mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
+    timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
+    dups = seq.duplicate_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
+    assert dups.select("reason", "customer_id", "item").collect() == [
+        Row(reason="duplicate", customer_id="c1", item="tv")] * 2
     sizes = timelines.select(F.size("_packed").alias("n")).collect()
-    assert sizes == [Row(n=2)]
+    assert sizes == [Row(n=3)]
 
 
 def test_labels_count_purchases_inside_each_window_only(spark) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from custembed.config import ConfigError, resolve_conf_file
+from custembed.config import ConfigError, read_yaml, resolve_conf_file
 
 PAD_ID = 0
 MASK_ID = 1
@@ -132,7 +132,7 @@ def load_catalogue(name: str) -> ActionCatalogue:
     """Load a catalogue file by path or by its name in ``conf/``."""
     path = resolve_conf_file(name)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(data, Mapping):

@@ -133,6 +133,9 @@ class TrainConfig:
 class TrackingConfig:
     uri: str | None = field(default=None, metadata={"help": "MLflow tracking URI; null: sqlite under lake_dir"})
     experiment: str = "custembed"
+    model_prefix: str = field(
+        default="custembed", metadata={"help": "registered models are <model_prefix>-<encoder name>"}
+    )
 
 
 @dataclass(frozen=True)
@@ -210,9 +213,32 @@ def resolve_conf_file(name: str) -> Path:
     raise ConfigError(f"config file not found: {name}")
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key written twice in one mapping (YAML would keep the last silently)."""
+
+
+def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> Any:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key '{key}' appears twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _mapping_without_duplicates)
+
+
+def read_yaml(text: str) -> Any:
+    """Parse YAML safely, refusing duplicate keys."""
+    return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
     if not isinstance(data, dict):

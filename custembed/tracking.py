@@ -3,7 +3,9 @@
 Default: a sqlite store and an artifact directory under the lake; on clusters
 ``tracking.uri`` points at the team's tracking server. An encoder version is
 the directory ``SequenceEncoder.save`` wrote, logged as the run's ``encoder``
-artifact and registered as ``custembed-<encoder name>``; the alias (default
+artifact and registered as ``<tracking.model_prefix>-<encoder name>`` (a lake
+with another action catalogue uses another prefix, so their versions never
+mix); the alias (default
 ``champion``) is what nightly scoring loads.
 """
 
@@ -22,8 +24,8 @@ ARTIFACT_PATH = "encoder"
 RUN_KEY_TAG = "custembed.train_key"
 
 
-def model_name(encoder_name: str) -> str:
-    return f"custembed-{encoder_name}"
+def model_name(encoder_name: str, prefix: str = "custembed") -> str:
+    return f"{prefix}-{encoder_name}"
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,10 @@ class Tracking:
     uri: str
     experiment: str
     artifact_root: str
+    prefix: str = "custembed"
+
+    def model_name(self, encoder_name: str) -> str:
+        return model_name(encoder_name, self.prefix)
 
     def client(self) -> Any:
         from mlflow.tracking import MlflowClient
@@ -67,7 +73,7 @@ class Tracking:
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 client.log_metric(run_id, f"final_{name.replace('@', '_at_')}", float(value))
         client.log_artifacts(run_id, str(encoder_dir), ARTIFACT_PATH)
-        name = model_name(encoder_name)
+        name = self.model_name(encoder_name)
         try:
             client.get_registered_model(name)
         except Exception:  # noqa: BLE001 - MLflow raises its own RestException for "not found"
@@ -86,7 +92,7 @@ class Tracking:
         from mlflow.artifacts import download_artifacts
 
         client = self.client()
-        name = model_name(encoder_name)
+        name = self.model_name(encoder_name)
         try:
             version = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(
                 name, ref)
@@ -103,4 +109,5 @@ def tracking_for(cfg: TrackingConfig, lake_dir: str) -> Tracking:
     lake = Path(lake_dir).resolve()
     lake.mkdir(parents=True, exist_ok=True)
     uri = cfg.uri or f"sqlite:///{lake / 'mlflow.db'}"
-    return Tracking(uri=uri, experiment=cfg.experiment, artifact_root=(lake / "mlartifacts").as_uri())
+    return Tracking(uri=uri, experiment=cfg.experiment, artifact_root=(lake / "mlartifacts").as_uri(),
+                    prefix=cfg.model_prefix)

@@ -15,7 +15,7 @@ OVERRIDES = sorted(p.name for p in CONF.glob("*.yaml") if p.name not in CATALOGU
                    and p.name not in ("base.yaml", "retail_families.yaml"))
 
 
-@pytest.mark.parametrize("name", OVERRIDES)
+@pytest.mark.parametrize("name", [*OVERRIDES, str(CONF.parent / "deploy" / "cluster.yaml")])
 def test_every_config_file_loads(name: str) -> None:
     cfg = load_config(name)
     load_catalogue(cfg.sequences.catalogue)
@@ -41,6 +41,13 @@ def test_unknown_key_is_rejected_with_its_name(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("sequences:\n  max_lenght: 10\n")
     with pytest.raises(ConfigError, match=r"bad.yaml: unknown key 'sequences.max_lenght'"):
+        load_config(str(bad))
+
+
+def test_duplicate_key_is_rejected(tmp_path: Path) -> None:
+    bad = tmp_path / "twice.yaml"
+    bad.write_text("score:\n  seed: 1\nscore:\n  seed: 2\n")
+    with pytest.raises(ConfigError, match="key 'score' appears twice"):
         load_config(str(bad))
 
 

@@ -76,7 +76,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, source: str, ref
         else:
             tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
             model_dir, version = tracking.resolve(source, ref or cfg.embed.model_ref)
-            model_name = f"custembed-{source}"
+            model_name = tracking.model_name(source)
         threads = cfg.embed.threads_per_worker or 1
         parts = [embed_sequences(sequences.where(F.col(schemas.VIEW) == v).repartition(cfg.embed.partitions),
                                  model_dir=model_dir, batch_size=cfg.embed.batch_size, pooling=cfg.embed.pooling,
@@ -109,7 +109,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, source: str, ref
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="bert4rec",
-                        help=f"a name under train.encoders (registry model custembed-<name>), or {BASELINE!r}")
+                        help=f"a name under train.encoders (registry model <prefix>-<name>), or {BASELINE!r}")
     parser.add_argument("--ref", help="registry alias or version (default: embed.model_ref)")
     parser.add_argument("--model-path", help="a saved encoder directory instead of the registry")
 

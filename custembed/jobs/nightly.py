@@ -97,11 +97,11 @@ def default_sources(cfg: Config, lake_dir: str) -> list[str]:
     """score.sources, else the encoders with a registered version, plus the counts baseline."""
     if cfg.score.sources:
         return list(cfg.score.sources)
-    from custembed.tracking import model_name, tracking_for
+    from custembed.tracking import tracking_for
 
-    client = tracking_for(cfg.tracking, lake_dir).client()
-    registered = {m.name for m in client.search_registered_models()}
-    return [n for n in cfg.train.encoders if model_name(n) in registered] + ["counts"]
+    tracking = tracking_for(cfg.tracking, lake_dir)
+    registered = {m.name for m in tracking.client().search_registered_models()}
+    return [n for n in cfg.train.encoders if tracking.model_name(n) in registered] + ["counts"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

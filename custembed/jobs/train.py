@@ -161,7 +161,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: st
     summary = {
         "encoder": encoder_name,
         "kind": settings.kind,
-        "model": f"custembed-{encoder_name} version {version} (alias {cfg.train.alias})",
+        "model": f"{tracking.model_name(encoder_name)} version {version} (alias {cfg.train.alias})",
         "sequences": rows,
         "seconds": round(time.monotonic() - t0, 1),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in dict(metrics).items()},

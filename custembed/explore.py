@@ -4,17 +4,18 @@ The embedded catalogue's Derby metastore admits one JVM at a time, so a
 notebook that started Spark would lock out the jobs (and vice versa). The
 tables are plain Parquet in Hive-style partition directories::
 
-    <lake_dir>/warehouse/<database>.db/<table>/dt=2023-07-31/view=train/source=bert4rec/part-*.parquet
+    <lake_dir>/.../<database>.db/<table>/dt=2023-07-31/view=train/source=bert4rec/part-*.parquet
 
-so this module reads them directly with ``pyarrow.dataset``: partition
-columns come back as text (``dt`` stays ``"2023-07-31"``), and filters on them
-only open the matching directories. Spark's ``_SUCCESS`` and ``.crc`` files
-are skipped (pyarrow ignores names starting with ``_`` or ``.``).
+(the location rule, the columns and the partitions of every table come from
+the registry, :mod:`custembed.tables`), so this module reads them directly
+with ``pyarrow.dataset``: partition columns come back as text (``dt`` stays
+``"2023-07-31"``), and filters on them only open the matching directories.
+Spark's ``_SUCCESS`` and ``.crc`` files are skipped (pyarrow ignores names
+starting with ``_`` or ``.``).
 
 This module never imports pyspark. It reads what the jobs wrote on the
-embedded default (a local warehouse); on a cluster, point ``lake_dir`` at a
-copy or mount of the warehouse, or use the Spark SQL queries of
-``docs/tables.md``.
+embedded default; on a cluster, point ``lake_dir`` at a copy or mount of the
+tables, or use the Spark SQL queries of ``docs/tables.md``.
 
 :func:`execute_notebook` runs a notebook of ``notebooks/`` end to end (tests
 use it on a fake lake and on real tables).
@@ -32,36 +33,35 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-DEFAULT_DATABASE = "custembed"
-DEFAULT_CLASSIFIER = "random_forest"
+from custembed import comparison, projections, tables
+from custembed.comparison import COMPARISON_METRICS, best_sources
+from custembed.errors import InputError, TableNotFoundError
+from custembed.tables import CUSTOMER_ID, DEFAULT_DATABASE, DT, VIEW_TRAIN
 
-CUSTOMER_ID = "customer_id"
-DT = "dt"
-VIEW_TRAIN = "train"
+__all__ = [
+    "COMPARISON_METRICS",
+    "DEFAULT_CLASSIFIER",
+    "DEFAULT_DATABASE",
+    "LIFT_COLUMNS",
+    "METRIC_COLUMNS",
+    "best_sources",
+    "classifier_comparison",
+    "embedding_sample",
+    "execute_notebook",
+    "latest_run_date",
+    "lift_table",
+    "model_comparison",
+    "read_table",
+    "table_path",
+]
+
+DEFAULT_CLASSIFIER = "random_forest"
 TEST_WINDOW = "test"
 
-# The job that writes each table (docs/tables.md), named when a table is missing.
-WRITTEN_BY: Mapping[str, str] = {
-    "raw_events": "generate",
-    "online_retail_events": "retail",
-    "sequences": "sequences",
-    "labels": "sequences",
-    "rejects": "sequences",
-    "runs": "any job",
-    "embeddings": "embed",
-    "propensity_scores": "score",
-    "model_metrics": "score",
-    "decile_lift": "score",
-}
-
-# Columns of the model comparison, in display order (higher is better for all three).
-COMPARISON_METRICS: tuple[str, ...] = ("auc", "f1", "top10_lift")
-METRIC_COLUMNS: tuple[str, ...] = (
-    "product", "source", "classifier", "rows", "positives", "auc", "f1", "precision", "recall", "accuracy",
-    "top10_lift", "train_rows", "train_seconds", "message",
-)
-LIFT_COLUMNS: tuple[str, ...] = (
-    "source", "decile", "customers", "buyers", "buy_rate", "lift", "cumulative_lift",
+# Columns of the metric and lift tables, in display order (from the registry).
+METRIC_COLUMNS: tuple[str, ...] = tables.select_columns("model_metrics", first=("product", "source"), without=(DT,))
+LIFT_COLUMNS: tuple[str, ...] = tables.select_columns(
+    "decile_lift", first=("source",), without=(DT, "product", "classifier")
 )
 
 
@@ -69,26 +69,18 @@ LIFT_COLUMNS: tuple[str, ...] = (
 
 
 def table_path(lake_dir: str | os.PathLike[str], table: str, database: str = DEFAULT_DATABASE) -> Path:
-    """Directory of a table in the embedded warehouse.
+    """Directory of a table on the embedded default (:func:`custembed.tables.warehouse_path`).
 
     Args:
         lake_dir: the project's ``project.lake_dir``.
         table: logical table name (``embeddings``), or ``database.table`` for a
             table remapped to another database.
-        database: catalogue database (``project.database``). Spark keeps the
-            tables of ``default`` directly under the warehouse directory.
+        database: catalogue database (``project.database``).
 
     Returns:
-        ``<lake_dir>/warehouse/<database>.db/<table>`` (not checked for existence).
+        The table's directory (not checked for existence).
     """
-    if "." in table:
-        database, table = table.split(".", 1)
-    if not table or not database:
-        raise ValueError(f"table and database must not be empty, got database={database!r} table={table!r}")
-    warehouse = Path(lake_dir) / "warehouse"
-    if database == "default":
-        return warehouse / table
-    return warehouse / f"{database}.db" / table
+    return tables.warehouse_path(lake_dir, table, database)
 
 
 def _partition_keys(path: Path) -> list[str]:
@@ -97,7 +89,8 @@ def _partition_keys(path: Path) -> list[str]:
     level = path
     while True:
         children = sorted(
-            child for child in level.iterdir()
+            child
+            for child in level.iterdir()
             if child.is_dir() and "=" in child.name and not child.name.startswith((".", "_"))
         )
         if not children:
@@ -108,12 +101,12 @@ def _partition_keys(path: Path) -> list[str]:
 
 def _dataset(lake_dir: str | os.PathLike[str], table: str, database: str) -> ds.Dataset:
     path = table_path(lake_dir, table, database)
+    name = table.split(".")[-1]
     if not path.is_dir():
-        name = table.split(".")[-1]
-        job = WRITTEN_BY.get(name)
-        hint = f"run `custembed {job}` first" if job and job != "any job" else "run the job that writes it first"
-        raise FileNotFoundError(f"table {database}.{name} not found at {path}: {hint}")
-    keys = _partition_keys(path)
+        raise TableNotFoundError(f"table {database}.{name} not found at {path}: {tables.missing_hint(name)}")
+    spec = tables.TABLES.get(name)
+    # registered tables: the registry's partitions; a table of another version: what its directories say
+    keys = list(spec.partitions) if spec is not None and "." not in table else _partition_keys(path)
     # An explicit all-text schema instead of partitioning="hive" with type inference: inference would turn a
     # value such as "007" into the integer 7; every partition column of the project is text.
     partitioning = ds.partitioning(pa.schema([pa.field(key, pa.string()) for key in keys]), flavor="hive")
@@ -145,14 +138,14 @@ def read_table(
         ``tokens``) hold one numpy array per row.
 
     Raises:
-        FileNotFoundError: the table does not exist; the message names the job that writes it.
-        ValueError: a filter or a requested column is not a column of the table.
+        TableNotFoundError: the table does not exist; the message names the job that writes it.
+        InputError: a filter or a requested column is not a column of the table.
     """
     dataset = _dataset(lake_dir, table, database)
     available = dataset.schema.names
     unknown = [column for column in [*(filters or {}), *(columns or [])] if column not in available]
     if unknown:
-        raise ValueError(f"table {table} has no column(s) {unknown}; its columns: {available}")
+        raise InputError(f"table {table} has no column(s) {unknown}; its columns: {available}")
     expression = None
     for column, value in (filters or {}).items():
         field_type = dataset.schema.field(column).type
@@ -163,34 +156,41 @@ def read_table(
     return arrow.to_pandas()
 
 
-def _values(lake_dir: str | os.PathLike[str], table: str, column: str,
-            filters: Mapping[str, str] | None = None) -> list[str]:
+def _values(
+    lake_dir: str | os.PathLike[str],
+    table: str,
+    column: str,
+    filters: Mapping[str, str] | None = None,
+    database: str = DEFAULT_DATABASE,
+) -> list[str]:
     """Distinct values of a column (partition columns are cheap: no data pages are read)."""
-    frame = read_table(lake_dir, table, filters=filters, columns=[column])
+    frame = read_table(lake_dir, table, database=database, filters=filters, columns=[column])
     return sorted(str(value) for value in frame[column].dropna().unique())
 
 
 def _require(value: str, available: Sequence[str], what: str, where: str) -> None:
     if value not in available:
         listed = ", ".join(available) if available else "none"
-        raise ValueError(f"unknown {what} {value!r} in {where}; available: {listed}")
+        raise InputError(f"unknown {what} {value!r} in {where}; available: {listed}")
 
 
 def latest_run_date(lake_dir: str | os.PathLike[str], table: str = "model_metrics") -> str:
     """The greatest run date (``dt``, ``YYYY-MM-DD``) with rows in ``table``.
 
     Raises:
-        FileNotFoundError: the table does not exist.
-        ValueError: the table has no ``dt`` column or no rows.
+        TableNotFoundError: the table does not exist.
+        InputError: the table has no ``dt`` column or no rows.
     """
     dates = _values(lake_dir, table, DT)
     if not dates:
-        raise ValueError(f"table {table} has no rows: no run date to show")
+        raise InputError(f"table {table} has no rows: no run date to show")
     return dates[-1]
 
 
-def _check_run_date(lake_dir: str | os.PathLike[str], table: str, run_date: str) -> None:
-    _require(run_date, _values(lake_dir, table, DT), "run date", table)
+def _check_run_date(
+    lake_dir: str | os.PathLike[str], table: str, run_date: str, database: str = DEFAULT_DATABASE
+) -> None:
+    _require(run_date, _values(lake_dir, table, DT, database=database), "run date", table)
 
 
 # ---------------------------------------------------------------- model metrics
@@ -217,39 +217,12 @@ def model_comparison(
         no value for a source (e.g. AUC when the test window has no buyers).
 
     Raises:
-        ValueError: unknown run date or classifier (the available ones are
+        InputError: unknown run date or classifier (the available ones are
             listed), or several rows for one product and source.
     """
-    metrics = _metrics(lake_dir, run_date)
-    _require(classifier, sorted(metrics["classifier"].unique()), "classifier", f"model_metrics of {run_date}")
-    chosen = metrics[metrics["classifier"] == classifier]
-    duplicated = chosen.duplicated(["product", "source"])
-    if duplicated.any():
-        pairs = chosen.loc[duplicated, ["product", "source"]].drop_duplicates().values.tolist()
-        raise ValueError(f"model_metrics of {run_date} has several {classifier} rows for (product, source) {pairs}")
-    table = chosen.pivot(index="product", columns="source", values=list(COMPARISON_METRICS))
-    table = table.astype(float).sort_index(axis=0)
-    table = table.reindex(columns=pd.MultiIndex.from_product(
-        [list(COMPARISON_METRICS), sorted(chosen["source"].unique())]))
-    table.columns.names = ["metric", "source"]
-    return table
-
-
-def best_sources(comparison: pd.DataFrame) -> pd.DataFrame:
-    """Which source wins each metric per product, from :func:`model_comparison`'s table.
-
-    Returns:
-        Rows as ``comparison`` (products), one column per metric holding the
-        source with the highest value; ``None`` where no source has a value.
-        A tie goes to the source that sorts first.
-    """
-    winners: dict[str, list[str | None]] = {}
-    for metric in comparison.columns.get_level_values(0).unique():
-        values = comparison[metric]
-        winners[str(metric)] = [
-            None if row.isna().all() else str(row.idxmax()) for _, row in values.iterrows()
-        ]
-    return pd.DataFrame(winners, index=comparison.index)
+    return comparison.model_comparison(
+        _metrics(lake_dir, run_date), classifier=classifier, where=f"model_metrics of {run_date}"
+    )
 
 
 def classifier_comparison(lake_dir: str | os.PathLike[str], run_date: str) -> pd.DataFrame:
@@ -264,13 +237,14 @@ def classifier_comparison(lake_dir: str | os.PathLike[str], run_date: str) -> pd
         classifiers.
 
     Raises:
-        ValueError: unknown run date.
+        InputError: unknown run date.
     """
     metrics = _metrics(lake_dir, run_date)
     counts = metrics.groupby(["product", "source"])["classifier"].transform("nunique")
     rows = metrics[counts > 1]
-    return rows.sort_values(["product", "source", "auc"], ascending=[True, True, False],
-                            na_position="last").reset_index(drop=True)
+    return rows.sort_values(
+        ["product", "source", "auc"], ascending=[True, True, False], na_position="last"
+    ).reset_index(drop=True)
 
 
 def lift_table(
@@ -283,7 +257,7 @@ def lift_table(
         highest scores), sorted by source and decile.
 
     Raises:
-        ValueError: unknown run date, product or classifier (the available ones are listed).
+        InputError: unknown run date, product or classifier (the available ones are listed).
     """
     _check_run_date(lake_dir, "decile_lift", run_date)
     lift = read_table(lake_dir, "decile_lift", filters={DT: run_date})
@@ -305,76 +279,94 @@ def embedding_sample(
     product: str,
     n: int = 1500,
     seed: int = 0,
+    database: str = DEFAULT_DATABASE,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Train-view embeddings of a bounded customer sample, with test-window buyers of ``product`` flagged.
 
     The customers are those with both a ``train``-view embedding of ``source``
-    and a ``test``-window label of ``product`` on ``run_date``. Buyers are few,
-    so all of them are kept and a seeded sample of non-buyers fills the rest up
-    to ``n``; only when buyers would take more than half of ``n`` are both
-    groups sampled (``n // 2`` buyers at least, or all non-buyers if fewer).
-    Only the chosen customers' vectors are materialised.
+    and a ``test``-window label of ``product`` on ``run_date``; the sample
+    follows :mod:`custembed.projections`' rule (every buyer while they fit in
+    half of ``n``, non-buyers fill the rest; seeded), the same rule the report
+    job applies in Spark. Only the chosen customers' vectors are materialised.
+
+    ``database`` is the catalogue database (``project.database``).
 
     Returns:
         ``(embeddings [m, H] float32, is_buyer [m] bool)``, ``m <= n``, rows in
         customer-id order; the same inputs and seed give the same sample.
 
     Raises:
-        ValueError: ``n < 1``, unknown run date, source or product (the available
+        InputError: ``n < 1``, unknown run date, source or product (the available
             ones are listed), or vectors of different lengths.
     """
     if n < 1:
-        raise ValueError(f"n must be at least 1, got {n}")
-    _check_run_date(lake_dir, "embeddings", run_date)
+        raise InputError(f"n must be at least 1, got {n}")
+    _check_run_date(lake_dir, "embeddings", run_date, database)
     train_view = {DT: run_date, "view": VIEW_TRAIN}
-    _require(source, _values(lake_dir, "embeddings", "source", train_view), "source",
-             f"embeddings of {run_date} (train view)")
-    _check_run_date(lake_dir, "labels", run_date)
-    products = _values(lake_dir, "labels", "product", {DT: run_date, "label_window": TEST_WINDOW})
+    _require(
+        source,
+        _values(lake_dir, "embeddings", "source", train_view, database),
+        "source",
+        f"embeddings of {run_date} (train view)",
+    )
+    _check_run_date(lake_dir, "labels", run_date, database)
+    products = _values(lake_dir, "labels", "product", {DT: run_date, "label_window": TEST_WINDOW}, database)
     _require(product, products, "product", f"labels of {run_date} (test window)")
 
     partition = {**train_view, "source": source}
-    customers = read_table(lake_dir, "embeddings", filters=partition, columns=[CUSTOMER_ID])
-    labels = read_table(lake_dir, "labels", filters={DT: run_date, "product": product, "label_window": TEST_WINDOW},
-                        columns=[CUSTOMER_ID, "label"])
-    joined = (customers.drop_duplicates(CUSTOMER_ID)
-              .merge(labels.drop_duplicates(CUSTOMER_ID), on=CUSTOMER_ID, how="inner")
-              .sort_values(CUSTOMER_ID, kind="stable").reset_index(drop=True))
-    buyers = joined.loc[joined["label"] == 1, CUSTOMER_ID].to_numpy()
-    others = joined.loc[joined["label"] != 1, CUSTOMER_ID].to_numpy()
-    keep_buyers = min(len(buyers), max(n // 2, n - len(others)))
-    keep_others = min(len(others), n - keep_buyers)
-    rng = np.random.default_rng(seed)
-    chosen_buyers = buyers if keep_buyers == len(buyers) else rng.choice(buyers, keep_buyers, replace=False)
-    chosen_others = others if keep_others == len(others) else rng.choice(others, keep_others, replace=False)
-    buyer_ids = {str(customer) for customer in chosen_buyers}
-    chosen = sorted(buyer_ids | {str(customer) for customer in chosen_others})
+    customers = read_table(lake_dir, "embeddings", database=database, filters=partition, columns=[CUSTOMER_ID])
+    labels = read_table(
+        lake_dir,
+        "labels",
+        database=database,
+        columns=[CUSTOMER_ID, "label"],
+        filters={DT: run_date, "product": product, "label_window": TEST_WINDOW},
+    )
+    joined = (
+        customers.drop_duplicates(CUSTOMER_ID)
+        .merge(labels.drop_duplicates(CUSTOMER_ID), on=CUSTOMER_ID, how="inner")
+        .sort_values(CUSTOMER_ID, kind="stable")
+        .reset_index(drop=True)
+    )
+    buyer = (joined["label"] == 1).to_numpy()
+    chosen_mask = projections.choose_sample(joined[CUSTOMER_ID].tolist(), buyer, n, seed)
+    buyer_ids = {str(customer) for customer in joined.loc[chosen_mask & buyer, CUSTOMER_ID]}
+    chosen = sorted(str(customer) for customer in joined.loc[chosen_mask, CUSTOMER_ID])
+    ids, embeddings = _vectors(lake_dir, database, partition, chosen, f"embeddings of {run_date}/{source}")
+    is_buyer = np.array([customer in buyer_ids for customer in ids], dtype=bool)
+    return embeddings, is_buyer
 
-    dataset = _dataset(lake_dir, "embeddings", DEFAULT_DATABASE)
-    expression = pc.field(CUSTOMER_ID).isin(pa.array(chosen, pa.string()))
+
+def _vectors(
+    lake_dir: str | os.PathLike[str], database: str, partition: Mapping[str, str], chosen: Sequence[str], where: str
+) -> tuple[list[str], np.ndarray]:
+    """(customer ids, ``[m, H]`` float32 vectors) of the ``chosen`` customers of one embeddings partition."""
+    dataset = _dataset(lake_dir, "embeddings", database)
+    expression = pc.field(CUSTOMER_ID).isin(pa.array(list(chosen), pa.string()))
     for column, value in partition.items():
         expression = expression & (pc.field(column) == value)
     vectors = dataset.to_table(columns=[CUSTOMER_ID, "vector"], filter=expression)
     order = pc.sort_indices(vectors, sort_keys=[(CUSTOMER_ID, "ascending")])
     vectors = vectors.take(order)
-    ids = vectors.column(CUSTOMER_ID).to_pylist()
+    ids = [str(customer) for customer in vectors.column(CUSTOMER_ID).to_pylist()]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"embeddings of {run_date}/{source} hold several vectors for one customer")
+        raise InputError(f"{where} hold several vectors for one customer")
     lists = vectors.column("vector").combine_chunks()
     lengths = pc.list_value_length(lists)
     if len(lists) and (lists.null_count or pc.min(lengths).as_py() != pc.max(lengths).as_py()):
-        raise ValueError(f"embeddings of {run_date}/{source} have missing vectors or vectors of different lengths")
+        raise InputError(f"{where} have missing vectors or vectors of different lengths")
     dims = pc.min(lengths).as_py() if len(lists) else 0
-    embeddings = lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), dims)
-    is_buyer = np.array([customer in buyer_ids for customer in ids], dtype=bool)
-    return embeddings, is_buyer
+    return ids, lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(len(ids), dims)
 
 
 # ---------------------------------------------------------------- notebooks
 
 
 def execute_notebook(
-    path: str | os.PathLike[str], env: Mapping[str, str], *, timeout: int = 300,
+    path: str | os.PathLike[str],
+    env: Mapping[str, str],
+    *,
+    timeout: int = 300,
     output: str | os.PathLike[str] | None = None,
 ) -> None:
     """Run every cell of a notebook in a fresh ``python3`` kernel.
@@ -401,8 +393,12 @@ def execute_notebook(
     if not notebook_path.is_file():
         raise FileNotFoundError(f"notebook not found: {notebook_path}")
     notebook = nbformat.read(notebook_path, as_version=4)
-    client = NotebookClient(notebook, timeout=timeout, kernel_name="python3",
-                            resources={"metadata": {"path": str(notebook_path.parent.resolve())}})
+    client = NotebookClient(
+        notebook,
+        timeout=timeout,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(notebook_path.parent.resolve())}},
+    )
     try:
         # jupyter_client replaces the kernel's environment with this mapping, so pass the current one along
         client.execute(env={**os.environ, **{key: str(value) for key, value in env.items()}})

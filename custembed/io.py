@@ -1,8 +1,9 @@
-"""The only place table names, formats and paths appear.
+"""Reads and writes of the project's tables, through the registry (``custembed.tables``).
 
-Per-run tables are partitioned by run date (``dt``, plus the partitions named
-in ``schemas.PARTITIONS``) and written with dynamic partition overwrite: a
-rerun for the same date replaces its partitions and never duplicates rows.
+Per-run tables are partitioned by run date (``dt``, plus the partitions the
+registry names) and written with dynamic partition overwrite: a rerun for the
+same date replaces its partitions and never duplicates rows. Physical names
+follow the registry's location rule (:func:`custembed.tables.physical_name`).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custembed import schemas
-from custembed.config import ConfigError
+from custembed import schemas, tables
+from custembed.errors import InputError, TableNotFoundError
 
 if TYPE_CHECKING:
     from pyspark.sql import DataFrame, SparkSession
@@ -37,20 +38,21 @@ class Lake:
     # -- names and paths -------------------------------------------------
     def table(self, logical: str) -> str:
         """Physical name of a logical table (``sequences`` → ``custembed.sequences``)."""
-        physical = (self.overrides or {}).get(logical, logical)
-        return physical if "." in physical else f"`{self.database}`.`{physical}`"
+        return tables.physical_name(logical, self.database, self.overrides)
 
     def path(self, *parts: str) -> Path:
         """A directory under the lake (models, checkpoints, tracking, reports)."""
         return Path(self.lake_dir).resolve().joinpath(*parts)
 
     def exists(self, logical: str) -> bool:
+        """Whether the catalogue holds the table (or view) of a logical name."""
         return bool(self.spark.catalog.tableExists(self.table(logical).replace("`", "")))
 
     # -- reads -------------------------------------------------------------
     def read(self, logical: str) -> DataFrame:
+        """The whole table; ``TableNotFoundError`` naming the job to run when it was never written."""
         if not self.exists(logical):
-            raise ConfigError(f"table {self.table(logical)} does not exist: run the job that writes it first")
+            raise TableNotFoundError(f"table {self.table(logical)} does not exist: {tables.missing_hint(logical)}")
         return self.spark.table(self.table(logical))
 
     def read_partition(self, logical: str, dt: str, **partition: str) -> DataFrame:
@@ -65,57 +67,68 @@ class Lake:
     def read_events(self, source: str | None) -> DataFrame:
         """Raw events from a catalogue table, a Parquet directory or a CSV file with a header."""
         source = source or SOURCE_TABLE
-        path = Path(source)
         lowered = source.lower()
         if lowered.endswith((".csv", ".csv.gz")):
-            if not path.exists():
-                raise ConfigError(f"events file not found: {source}")
-            # Every column as text: times and ids are validated by the sequences job.
-            return self.spark.read.option("header", True).option("inferSchema", False).csv(str(path))
+            return self.read_csv(source, what="events file")
         if "/" in source or lowered.endswith(".parquet"):
-            if not path.exists():
-                raise ConfigError(f"events path not found: {source}")
-            return self.spark.read.parquet(str(path))
+            return self.read_path(source, what="events path")
         name = source if "." in source else self.table(source)
         if not self.spark.catalog.tableExists(name.replace("`", "")):
-            raise ConfigError(f"events table {name} does not exist (run `custembed generate` or pass --events)")
+            raise TableNotFoundError(f"events table {name} does not exist (run `custembed generate` or pass --events)")
         return self.spark.table(name)
 
+    def read_csv(self, path: str, *, what: str = "file", logical: str | None = None) -> DataFrame:
+        """A CSV file with a header, every column as text; with ``logical``, its registered columns are checked."""
+        if not Path(path).exists():
+            raise InputError(f"{what} not found: {path}")
+        # Every column as text: times and ids are validated by the sequences job.
+        rows = self.spark.read.option("header", True).option("inferSchema", False).csv(str(path))
+        if logical is not None:
+            missing = [c for c in tables.table(logical).column_names if c not in rows.columns]
+            if missing:
+                raise InputError(f"{what} {path}: missing column '{missing[0]}' (has: {', '.join(rows.columns)})")
+        return rows
+
+    def read_path(self, path: str, *, what: str = "Parquet path") -> DataFrame:
+        """A Parquet directory or file outside the catalogue."""
+        if not Path(path).exists():
+            raise InputError(f"{what} not found: {path}")
+        return self.spark.read.parquet(str(path))
+
     # -- writes ------------------------------------------------------------
-    def write_partitions(self, rows: DataFrame, logical: str) -> None:
-        """Replace the partitions present in ``rows`` (dynamic overwrite); create the table if needed."""
-        schema = schemas.TABLE_SCHEMAS[logical]
+    def _ordered(self, rows: DataFrame, logical: str) -> DataFrame:
+        """``rows`` with the registered columns of ``logical``, in order and cast to their types."""
+        schema = schemas.struct_of(logical)
         missing = [f.name for f in schema.fields if f.name not in rows.columns]
         if missing:
             raise ValueError(f"{logical}: rows lack columns {missing}")
-        ordered = rows.select(*[rows[f.name].cast(f.dataType).alias(f.name) for f in schema.fields])
+        return rows.select(*[rows[f.name].cast(f.dataType).alias(f.name) for f in schema.fields])
+
+    def write_partitions(self, rows: DataFrame, logical: str) -> None:
+        """Replace the partitions present in ``rows`` (dynamic overwrite); create the table if needed."""
+        spec = tables.table(logical)
+        ordered = self._ordered(rows, logical)
         name = self.table(logical)
         if self.exists(logical):
             existing = [f.name for f in self.spark.table(name).schema.fields]
-            if existing != [f.name for f in schema.fields]:
-                raise ConfigError(
-                    f"table {name} has columns {existing}, this version writes {[f.name for f in schema.fields]}: "
+            if existing != list(spec.column_names):
+                raise InputError(
+                    f"table {name} has columns {existing}, this version writes {list(spec.column_names)}: "
                     "migrate or drop it"
                 )
             ordered.write.insertInto(name, overwrite=True)
         else:
-            (
-                ordered.write.format(self.table_format)
-                .partitionBy(*schemas.PARTITIONS[logical])
-                .mode("overwrite")
-                .saveAsTable(name)
-            )
+            (ordered.write.format(self.table_format).partitionBy(*spec.partitions).mode("overwrite").saveAsTable(name))
         log.info("wrote %s", name)
 
     def append(self, rows: DataFrame, logical: str) -> None:
         """Append rows (audit tables such as ``runs``)."""
-        schema = schemas.TABLE_SCHEMAS[logical]
-        ordered = rows.select(*[rows[f.name].cast(f.dataType).alias(f.name) for f in schema.fields])
+        ordered = self._ordered(rows, logical)
         name = self.table(logical)
         if self.exists(logical):
             ordered.write.insertInto(name, overwrite=False)
         else:
-            ordered.write.format(self.table_format).partitionBy(*schemas.PARTITIONS[logical]).saveAsTable(name)
+            ordered.write.format(self.table_format).partitionBy(*tables.table(logical).partitions).saveAsTable(name)
 
     def overwrite(self, rows: DataFrame, logical: str) -> None:
         """Replace a whole table (sources such as the generated ``raw_events``)."""
@@ -123,4 +136,17 @@ class Lake:
         log.info("wrote %s", self.table(logical))
 
     def overwrite_path(self, rows: DataFrame, path: str) -> None:
+        """Replace a Parquet directory outside the catalogue with ``rows`` as they are."""
         rows.write.mode("overwrite").parquet(path)
+
+    def write_files(self, rows: DataFrame, logical: str, path: str | Path) -> None:
+        """Replace a Parquet directory with the registered columns of a :data:`~custembed.tables.FILES` table."""
+        if tables.table(logical).kind != tables.FILES:
+            raise ValueError(f"table {logical} is a catalogue table, not files under the lake")
+        self._ordered(rows, logical).write.mode("overwrite").parquet(str(path))
+        log.info("wrote %s files to %s", logical, path)
+
+    def refresh_view(self, logical: str) -> None:
+        """Create or replace a registered view (``top_decile_customers``)."""
+        self.spark.sql(tables.view_sql(logical, self.database, self.overrides))
+        log.info("refreshed view %s", self.table(logical))

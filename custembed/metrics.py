@@ -19,19 +19,20 @@ from pyspark.sql import functions as F
 def binary_metrics(scored: DataFrame, *, groups: Sequence[str], threshold: float = 0.5) -> DataFrame:
     """One row per group: rows, positives, auc, f1, precision, recall, accuracy (at ``threshold``)."""
     keys = list(groups)
-    by_score = scored.groupBy(*keys, "score").agg(
-        F.sum("label").alias("pos"), F.sum(1 - F.col("label")).alias("neg")
-    )
+    by_score = scored.groupBy(*keys, "score").agg(F.sum("label").alias("pos"), F.sum(1 - F.col("label")).alias("neg"))
     below = Window.partitionBy(*keys).orderBy("score").rowsBetween(Window.unboundedPreceding, -1)
-    ranked = by_score.select(
-        *keys, "pos", "neg", F.coalesce(F.sum("neg").over(below), F.lit(0)).alias("neg_below")
+    ranked = by_score.select(*keys, "pos", "neg", F.coalesce(F.sum("neg").over(below), F.lit(0)).alias("neg_below"))
+    auc = (
+        ranked.groupBy(*keys)
+        .agg(
+            F.sum(F.col("pos") * (F.col("neg_below") + F.col("neg") * 0.5)).alias("_u"),
+            F.sum("pos").alias("_p"),
+            F.sum("neg").alias("_n"),
+        )
+        .select(
+            *keys, F.when((F.col("_p") > 0) & (F.col("_n") > 0), F.col("_u") / (F.col("_p") * F.col("_n"))).alias("auc")
+        )
     )
-    auc = ranked.groupBy(*keys).agg(
-        F.sum(F.col("pos") * (F.col("neg_below") + F.col("neg") * 0.5)).alias("_u"),
-        F.sum("pos").alias("_p"),
-        F.sum("neg").alias("_n"),
-    ).select(*keys, F.when((F.col("_p") > 0) & (F.col("_n") > 0), F.col("_u") / (F.col("_p") * F.col("_n")))
-             .alias("auc"))
     predicted = (F.col("score") >= threshold).cast("int")
     counts = scored.groupBy(*keys).agg(
         F.count("*").alias("rows"),
@@ -43,8 +44,9 @@ def binary_metrics(scored: DataFrame, *, groups: Sequence[str], threshold: float
     )
     precision = F.when(F.col("tp") + F.col("fp") > 0, F.col("tp") / (F.col("tp") + F.col("fp"))).otherwise(0.0)
     recall = F.when(F.col("tp") + F.col("fn") > 0, F.col("tp") / (F.col("tp") + F.col("fn"))).otherwise(0.0)
-    f1 = F.when(2 * F.col("tp") + F.col("fp") + F.col("fn") > 0,
-                2 * F.col("tp") / (2 * F.col("tp") + F.col("fp") + F.col("fn"))).otherwise(0.0)
+    f1 = F.when(
+        2 * F.col("tp") + F.col("fp") + F.col("fn") > 0, 2 * F.col("tp") / (2 * F.col("tp") + F.col("fp") + F.col("fn"))
+    ).otherwise(0.0)
     return counts.join(auc, keys, "left").select(
         *keys,
         F.col("rows").cast("long"),
@@ -66,8 +68,10 @@ def with_deciles(scored: DataFrame, *, groups: Sequence[str]) -> DataFrame:
 def decile_lift(scored: DataFrame, *, groups: Sequence[str]) -> DataFrame:
     """Per group and decile: customers, buyers, buy_rate, lift, cumulative_lift (vs the group's base rate)."""
     keys = list(groups)
-    per_decile = with_deciles(scored, groups=keys).groupBy(*keys, "decile").agg(
-        F.count("*").alias("customers"), F.sum("label").alias("buyers")
+    per_decile = (
+        with_deciles(scored, groups=keys)
+        .groupBy(*keys, "decile")
+        .agg(F.count("*").alias("customers"), F.sum("label").alias("buyers"))
     )
     whole = Window.partitionBy(*keys)
     running = Window.partitionBy(*keys).orderBy("decile").rowsBetween(Window.unboundedPreceding, 0)

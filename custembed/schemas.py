@@ -1,13 +1,16 @@
-"""Column names as constants and the schema of every persisted table.
+"""Column names as constants and the Spark schema of every persisted table, built from the registry.
 
-``docs/tables.md`` documents these for analysts; a test checks that each
-table written by a job matches the schema declared here.
+The tables themselves (columns, types, partitions) are declared once, without
+pyspark, in :mod:`custembed.tables`; this module turns them into
+``StructType`` objects for the jobs. ``docs/tables.md`` documents them for
+analysts; a test checks that each table written by a job matches its schema.
 """
 
 from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    DataType,
     DoubleType,
     FloatType,
     IntegerType,
@@ -19,164 +22,73 @@ from pyspark.sql.types import (
     TimestampType,
 )
 
-# raw-event contract
-CUSTOMER_ID = "customer_id"
-EVENT_TIME = "event_time"
-EVENT_TYPE = "event_type"
-ITEM = "item"
-RAW_EVENT_COLUMNS = (CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, ITEM)
-
-DT = "dt"  # run-date partition, YYYY-MM-DD text
-VIEW = "view"  # sequences partition: "train" (cutoff before label windows) or "current" (cutoff = run date)
-VIEW_TRAIN = "train"
-VIEW_CURRENT = "current"
-
-RAW_EVENTS = StructType(
-    [
-        StructField(CUSTOMER_ID, StringType()),
-        StructField(EVENT_TIME, TimestampType()),
-        StructField(EVENT_TYPE, StringType()),
-        StructField(ITEM, StringType()),
-        StructField("channel", StringType()),
-        StructField("amount", DoubleType()),
-    ]
+from custembed import tables
+from custembed.tables import (  # noqa: F401 - the column constants jobs import from here
+    CUSTOMER_ID,
+    DT,
+    EVENT_TIME,
+    EVENT_TYPE,
+    ITEM,
+    RAW_EVENT_COLUMNS,
+    VIEW,
+    VIEW_CURRENT,
+    VIEW_TRAIN,
 )
 
-REJECTS = StructType(
-    [
-        StructField("reason", StringType()),
-        StructField(CUSTOMER_ID, StringType()),
-        StructField(EVENT_TIME, StringType()),
-        StructField(EVENT_TYPE, StringType()),
-        StructField(ITEM, StringType()),
-        StructField("raw", StringType()),  # the whole input row as JSON, extra columns included
-        StructField(DT, StringType()),
-    ]
-)
+_ATOMIC: dict[str, DataType] = {
+    "string": StringType(),
+    "int": IntegerType(),
+    "bigint": LongType(),
+    "double": DoubleType(),
+    "float": FloatType(),
+    "timestamp": TimestampType(),
+}
 
-SEQUENCES = StructType(
-    [
-        StructField(CUSTOMER_ID, StringType()),
-        StructField("cutoff", StringType()),
-        StructField("tokens", ArrayType(IntegerType())),
-        StructField("text", StringType()),
-        StructField("seq_len", IntegerType()),  # length kept (<= max_len)
-        StructField("full_len", IntegerType()),  # length before truncation
-        StructField("n_events", IntegerType()),  # real events up to the cutoff
-        StructField("n_no_action", IntegerType()),  # empty months filled with "no action"
-        StructField("first_event_time", TimestampType()),
-        StructField("last_event_time", TimestampType()),
-        StructField(DT, StringType()),
-        StructField(VIEW, StringType()),
-    ]
-)
 
-LABELS = StructType(
-    [
-        StructField(CUSTOMER_ID, StringType()),
-        StructField("product", StringType()),
-        StructField("label_window", StringType()),
-        StructField("window_start", StringType()),
-        StructField("window_end", StringType()),
-        StructField("label", IntegerType()),
-        StructField(DT, StringType()),
-    ]
-)
+def _split_top_level(text: str) -> list[str]:
+    """``"string,array<int>"`` → ``["string", "array<int>"]`` (commas inside ``<>`` kept)."""
+    parts, depth, start = [], 0, 0
+    for index, char in enumerate(text):
+        depth += {"<": 1, ">": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:index].strip())
+            start = index + 1
+    parts.append(text[start:].strip())
+    return parts
 
-RUNS = StructType(
-    [
-        StructField("run_id", StringType()),
-        StructField("job", StringType()),
-        StructField("status", StringType()),  # succeeded | failed
-        StructField("started_at", TimestampType()),
-        StructField("finished_at", TimestampType()),
-        StructField("rows_read", LongType()),
-        StructField("rows_accepted", LongType()),
-        StructField("rows_rejected", LongType()),
-        StructField("rejected_by_reason", MapType(StringType(), LongType())),
-        StructField("details", StringType()),  # JSON: job-specific figures
-        StructField(DT, StringType()),
-    ]
-)
 
-EMBEDDINGS = StructType(
-    [
-        StructField(CUSTOMER_ID, StringType()),
-        StructField("model_name", StringType()),
-        StructField("model_version", StringType()),
-        StructField("vector", ArrayType(FloatType())),
-        StructField(DT, StringType()),
-        StructField(VIEW, StringType()),
-        StructField("source", StringType()),
-    ]
-)
+def data_type(type_string: str) -> DataType:
+    """A Spark ``DataType`` from a registry type string (``int``, ``array<float>``, ``map<string,bigint>``)."""
+    text = type_string.strip().lower()
+    if text in _ATOMIC:
+        return _ATOMIC[text]
+    if text.startswith("array<") and text.endswith(">"):
+        return ArrayType(data_type(text[len("array<") : -1]))
+    if text.startswith("map<") and text.endswith(">"):
+        key, value = _split_top_level(text[len("map<") : -1])
+        return MapType(data_type(key), data_type(value))
+    raise ValueError(f"unsupported column type {type_string!r} (known: {', '.join(_ATOMIC)}, array<>, map<>)")
 
-PROPENSITY_SCORES = StructType(
-    [
-        StructField(CUSTOMER_ID, StringType()),
-        StructField("product", StringType()),
-        StructField("score", DoubleType()),
-        StructField("decile", IntegerType()),  # 1 = the 10 % most likely buyers
-        StructField("classifier", StringType()),
-        StructField(DT, StringType()),
-        StructField("source", StringType()),
-    ]
-)
 
-MODEL_METRICS = StructType(
-    [
-        StructField("product", StringType()),
-        StructField("classifier", StringType()),
-        StructField("rows", LongType()),
-        StructField("positives", LongType()),
-        StructField("auc", DoubleType()),
-        StructField("f1", DoubleType()),
-        StructField("precision", DoubleType()),
-        StructField("recall", DoubleType()),
-        StructField("accuracy", DoubleType()),
-        StructField("top10_lift", DoubleType()),
-        StructField("train_rows", LongType()),
-        StructField("train_seconds", DoubleType()),
-        StructField("message", StringType()),
-        StructField(DT, StringType()),
-        StructField("source", StringType()),
-    ]
-)
+def struct_of(name: str) -> StructType:
+    """The ``StructType`` of a registered table, columns in on-disk order."""
+    return StructType([StructField(column.name, data_type(column.type)) for column in tables.table(name).columns])
 
-DECILE_LIFT = StructType(
-    [
-        StructField("product", StringType()),
-        StructField("classifier", StringType()),
-        StructField("decile", IntegerType()),
-        StructField("customers", LongType()),
-        StructField("buyers", LongType()),
-        StructField("buy_rate", DoubleType()),
-        StructField("lift", DoubleType()),
-        StructField("cumulative_lift", DoubleType()),
-        StructField(DT, StringType()),
-        StructField("source", StringType()),
-    ]
-)
 
+RAW_EVENTS = struct_of("raw_events")
+REJECTS = struct_of("rejects")
+SEQUENCES = struct_of("sequences")
+LABELS = struct_of("labels")
+RUNS = struct_of("runs")
+EMBEDDINGS = struct_of("embeddings")
+PROPENSITY_SCORES = struct_of("propensity_scores")
+MODEL_METRICS = struct_of("model_metrics")
+DECILE_LIFT = struct_of("decile_lift")
+
+# the per-run tables jobs write through ``Lake.write_partitions`` / ``Lake.append``
 TABLE_SCHEMAS: dict[str, StructType] = {
-    "rejects": REJECTS,
-    "sequences": SEQUENCES,
-    "labels": LABELS,
-    "runs": RUNS,
-    "embeddings": EMBEDDINGS,
-    "propensity_scores": PROPENSITY_SCORES,
-    "model_metrics": MODEL_METRICS,
-    "decile_lift": DECILE_LIFT,
+    name: struct_of(name) for name, spec in tables.TABLES.items() if spec.kind in (tables.PARTITIONS, tables.APPEND)
 }
 
 # partition columns of every per-run table (last columns of its schema, in order)
-PARTITIONS: dict[str, tuple[str, ...]] = {
-    "rejects": (DT,),
-    "sequences": (DT, VIEW),
-    "labels": (DT,),
-    "runs": (DT,),
-    "embeddings": (DT, VIEW, "source"),
-    "propensity_scores": (DT, "source"),
-    "model_metrics": (DT, "source"),
-    "decile_lift": (DT, "source"),
-}
+PARTITIONS: dict[str, tuple[str, ...]] = {name: tables.table(name).partitions for name in TABLE_SCHEMAS}

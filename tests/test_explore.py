@@ -18,10 +18,11 @@ pytest.importorskip("nbclient")
 pytest.importorskip("sklearn")
 pytest.importorskip("matplotlib")
 
-import nbformat  # noqa: E402
-from pyspark.sql import types as T  # noqa: E402  (schema objects only; no session is started)
+import nbformat
+from pyspark.sql import types as T  # schema objects only; no session is started
 
-from custembed import explore, schemas  # noqa: E402
+from custembed import explore, schemas
+from custembed.errors import TableNotFoundError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOK_FILES = ("01_embeddings_and_lift.ipynb", "02_model_comparison.ipynb")
@@ -48,8 +49,11 @@ def _arrow_type(spark_type: T.DataType) -> pa.DataType:
     if isinstance(spark_type, T.ArrayType):
         return pa.list_(_arrow_type(spark_type.elementType))
     return {
-        T.StringType: pa.string(), T.IntegerType: pa.int32(), T.LongType: pa.int64(),
-        T.DoubleType: pa.float64(), T.FloatType: pa.float32(),
+        T.StringType: pa.string(),
+        T.IntegerType: pa.int32(),
+        T.LongType: pa.int64(),
+        T.DoubleType: pa.float64(),
+        T.FloatType: pa.float32(),
     }[type(spark_type)]
 
 
@@ -85,9 +89,19 @@ def _metric_values(product: str, source: str, run_date: str) -> dict[str, float]
 
 def _metric_row(product: str, source: str, classifier: str, run_date: str, values: dict[str, float]):
     return {
-        "product": product, "classifier": classifier, "rows": 36, "positives": 8, "precision": 0.2,
-        "recall": 0.5, "accuracy": 0.7, "train_rows": 16, "train_seconds": 0.01, "message": "ok",
-        "dt": run_date, "source": source, **values,
+        "product": product,
+        "classifier": classifier,
+        "rows": 36,
+        "positives": 8,
+        "precision": 0.2,
+        "recall": 0.5,
+        "accuracy": 0.7,
+        "train_rows": 16,
+        "train_seconds": 0.01,
+        "message": "ok",
+        "dt": run_date,
+        "source": source,
+        **values,
     }
 
 
@@ -98,11 +112,20 @@ def _lift_rows(product: str, source: str, classifier: str) -> list[dict[str, obj
     for decile in range(1, 11):
         rate = buyers[decile - 1] / 4
         cumulative = sum(buyers[:decile]) / (4 * decile)
-        rows.append({
-            "product": product, "classifier": classifier, "decile": decile, "customers": 4,
-            "buyers": buyers[decile - 1], "buy_rate": rate, "lift": rate / (total_buyers / 40),
-            "cumulative_lift": cumulative / (total_buyers / 40), "dt": RUN_DATE, "source": source,
-        })
+        rows.append(
+            {
+                "product": product,
+                "classifier": classifier,
+                "decile": decile,
+                "customers": 4,
+                "buyers": buyers[decile - 1],
+                "buy_rate": rate,
+                "lift": rate / (total_buyers / 40),
+                "cumulative_lift": cumulative / (total_buyers / 40),
+                "dt": RUN_DATE,
+                "source": source,
+            }
+        )
     return rows
 
 
@@ -117,11 +140,18 @@ def fake_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lake = tmp_path_factory.mktemp("fake_lake")
     metrics = [
         _metric_row(product, source, "random_forest", day, _metric_values(product, source, day))
-        for day in (RUN_DATE, OLD_RUN_DATE) for product in PRODUCTS for source in SOURCES
+        for day in (RUN_DATE, OLD_RUN_DATE)
+        for product in PRODUCTS
+        for source in SOURCES
     ]
     metrics += [
-        _metric_row("water_purifier", "bert4rec", classifier, RUN_DATE,
-                    {"auc": 0.55 + 0.2 * position, "f1": 0.05, "top10_lift": 1.1})
+        _metric_row(
+            "water_purifier",
+            "bert4rec",
+            classifier,
+            RUN_DATE,
+            {"auc": 0.55 + 0.2 * position, "f1": 0.05, "top10_lift": 1.1},
+        )
         for position, classifier in enumerate(COMPARED)
     ]
     _write(lake, "model_metrics", metrics)
@@ -129,17 +159,33 @@ def fake_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
     lift += _lift_rows("water_purifier", "bert4rec", "logistic_regression")
     _write(lake, "decile_lift", lift)
     embeddings = [
-        {"customer_id": CUSTOMERS[index], "model_name": f"custembed-{source}", "model_version": "1",
-         "vector": _vector(index, source, view), "dt": RUN_DATE, "view": view, "source": source}
-        for source in SOURCES for view in ("train", "current") for index in EMBEDDED
+        {
+            "customer_id": CUSTOMERS[index],
+            "model_name": f"custembed-{source}",
+            "model_version": "1",
+            "vector": _vector(index, source, view),
+            "dt": RUN_DATE,
+            "view": view,
+            "source": source,
+        }
+        for source in SOURCES
+        for view in ("train", "current")
+        for index in EMBEDDED
     ]
     _write(lake, "embeddings", embeddings, parts=2)
     labels = [
-        {"customer_id": CUSTOMERS[index], "product": product, "label_window": window,
-         "window_start": "2023-02-01" if window == "train" else "2023-05-01",
-         "window_end": "2023-04-30" if window == "train" else "2023-07-31",
-         "label": int(index in (TEST_BUYERS if window == "test" else TRAIN_BUYERS)[product]), "dt": RUN_DATE}
-        for product in PRODUCTS for window in ("train", "test") for index in LABELLED
+        {
+            "customer_id": CUSTOMERS[index],
+            "product": product,
+            "label_window": window,
+            "window_start": "2023-02-01" if window == "train" else "2023-05-01",
+            "window_end": "2023-04-30" if window == "train" else "2023-07-31",
+            "label": int(index in (TEST_BUYERS if window == "test" else TRAIN_BUYERS)[product]),
+            "dt": RUN_DATE,
+        }
+        for product in PRODUCTS
+        for window in ("train", "test")
+        for index in LABELLED
     ]
     _write(lake, "labels", labels, parts=3)
     return lake
@@ -156,8 +202,7 @@ def test_table_path_follows_the_warehouse_layout(tmp_path: Path) -> None:
 
 
 def test_read_table_returns_text_partitions_and_prunes(fake_lake: Path) -> None:
-    rows = explore.read_table(fake_lake, "embeddings",
-                              filters={"dt": RUN_DATE, "view": "train", "source": "counts"})
+    rows = explore.read_table(fake_lake, "embeddings", filters={"dt": RUN_DATE, "view": "train", "source": "counts"})
     assert list(rows.columns) == [field.name for field in schemas.EMBEDDINGS.fields]
     assert len(rows) == len(EMBEDDED)
     assert set(rows["dt"]) == {RUN_DATE} and set(rows["view"]) == {"train"} and set(rows["source"]) == {"counts"}
@@ -174,7 +219,7 @@ def test_read_table_returns_text_partitions_and_prunes(fake_lake: Path) -> None:
 
 
 def test_read_table_names_the_missing_table_and_its_job(fake_lake: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"propensity_scores.*custembed score"):
+    with pytest.raises(TableNotFoundError, match=r"propensity_scores.*custembed score"):
         explore.read_table(fake_lake, "propensity_scores")
     with pytest.raises(ValueError, match=r"no column\(s\) \['window'\].*label_window"):
         explore.read_table(fake_lake, "labels", filters={"window": "test"})
@@ -183,7 +228,7 @@ def test_read_table_names_the_missing_table_and_its_job(fake_lake: Path) -> None
 def test_latest_run_date(fake_lake: Path) -> None:
     assert explore.latest_run_date(fake_lake) == RUN_DATE
     assert explore.latest_run_date(fake_lake, "labels") == RUN_DATE
-    with pytest.raises(FileNotFoundError, match="runs"):
+    with pytest.raises(TableNotFoundError, match="runs.*run the job that writes it"):
         explore.latest_run_date(fake_lake, "runs")
 
 
@@ -194,8 +239,9 @@ def test_latest_run_date(fake_lake: Path) -> None:
 def test_model_comparison_pivots_the_default_classifier(fake_lake: Path, run_date: str) -> None:
     comparison = explore.model_comparison(fake_lake, run_date)
     assert list(comparison.index) == sorted(PRODUCTS)
-    assert list(comparison.columns) == [(metric, source) for metric in ("auc", "f1", "top10_lift")
-                                        for source in sorted(SOURCES)]
+    assert list(comparison.columns) == [
+        (metric, source) for metric in ("auc", "f1", "top10_lift") for source in sorted(SOURCES)
+    ]
     for product in PRODUCTS:
         for source in SOURCES:
             for metric, expected in _metric_values(product, source, run_date).items():
@@ -216,11 +262,13 @@ def test_best_sources(fake_lake: Path) -> None:
     assert winners.loc["water_purifier"].tolist() == ["counts", "counts", "counts"]
     assert winners.loc["styler"].tolist() == ["counts", "counts", "counts"]
     hand_made = pd.DataFrame(
-        [[0.7, 0.6, math.nan, math.nan], [0.5, 0.5, 2.0, 3.0]], index=["a", "b"],
+        [[0.7, 0.6, math.nan, math.nan], [0.5, 0.5, 2.0, 3.0]],
+        index=["a", "b"],
         columns=pd.MultiIndex.from_product([["auc", "top10_lift"], ["x", "y"]], names=["metric", "source"]),
     )
     assert explore.best_sources(hand_made).to_dict("index") == {
-        "a": {"auc": "x", "top10_lift": None}, "b": {"auc": "x", "top10_lift": "y"},  # a tie goes to "x"
+        "a": {"auc": "x", "top10_lift": None},
+        "b": {"auc": "x", "top10_lift": "y"},  # a tie goes to "x"
     }
 
 
@@ -244,8 +292,10 @@ def test_lift_table(fake_lake: Path) -> None:
         np.testing.assert_allclose(actual["cumulative_lift"], expected["cumulative_lift"])
     other = explore.lift_table(fake_lake, RUN_DATE, "water_purifier", classifier="logistic_regression")
     assert set(other["source"]) == {"bert4rec"}
-    assert other["buyers"].tolist() == pd.DataFrame(
-        _lift_rows("water_purifier", "bert4rec", "logistic_regression"))["buyers"].tolist()
+    assert (
+        other["buyers"].tolist()
+        == pd.DataFrame(_lift_rows("water_purifier", "bert4rec", "logistic_regression"))["buyers"].tolist()
+    )
     with pytest.raises(ValueError, match="unknown product 'gram'.*styler, water_purifier"):
         explore.lift_table(fake_lake, RUN_DATE, "gram")
     with pytest.raises(ValueError, match="unknown product 'styler'.*water_purifier"):
@@ -274,8 +324,10 @@ def test_embedding_sample_keeps_buyers_and_samples_the_rest(fake_lake: Path) -> 
     assert set(embeddings[is_buyer, 0].astype(int)) == TEST_BUYERS["water_purifier"] & set(BOTH)
     again, _ = explore.embedding_sample(fake_lake, RUN_DATE, "bert4rec", "water_purifier", n=20)
     np.testing.assert_array_equal(embeddings, again)
-    others = [explore.embedding_sample(fake_lake, RUN_DATE, "bert4rec", "water_purifier", n=20, seed=seed)[0]
-              for seed in range(1, 4)]
+    others = [
+        explore.embedding_sample(fake_lake, RUN_DATE, "bert4rec", "water_purifier", n=20, seed=seed)[0]
+        for seed in range(1, 4)
+    ]
     assert any(not np.array_equal(embeddings, other) for other in others)
     # buyers would take more than half: both groups are sampled
     small, small_buyer = explore.embedding_sample(fake_lake, RUN_DATE, "counts", "water_purifier", n=10)
@@ -301,8 +353,11 @@ def python3_kernel() -> None:
     from jupyter_client.kernelspec import KernelSpecManager
 
     if "python3" not in KernelSpecManager().find_kernel_specs():
-        subprocess.run([sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
-                       check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, "-m", "ipykernel", "install", "--sys-prefix", "--name", "python3"],
+            check=True,
+            capture_output=True,
+        )
 
 
 @pytest.mark.parametrize("name", NOTEBOOK_FILES)
@@ -311,19 +366,24 @@ def test_notebook_is_clean_and_defines_nothing(name: str) -> None:
     code = [cell for cell in notebook.cells if cell.cell_type == "code"]
     assert code and all(not cell.outputs and cell.execution_count is None for cell in code)
     for cell in code:
-        definitions = [node for node in ast.walk(ast.parse(cell.source))
-                       if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda)]
+        definitions = [
+            node
+            for node in ast.walk(ast.parse(cell.source))
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef | ast.Lambda)
+        ]
         assert not definitions, f"{name} defines something in:\n{cell.source}"
     assert "from custembed import explore" in "\n".join(cell.source for cell in code)
 
 
 @pytest.mark.parametrize(("name", "figures"), [(NOTEBOOK_FILES[0], 2), (NOTEBOOK_FILES[1], 1)])
-def test_notebook_runs_on_the_fake_lake(fake_lake: Path, python3_kernel: None, tmp_path: Path,
-                                        monkeypatch: pytest.MonkeyPatch, name: str, figures: int) -> None:
+def test_notebook_runs_on_the_fake_lake(
+    fake_lake: Path, python3_kernel: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, figures: int
+) -> None:
     monkeypatch.delenv("CUSTEMBED_RUN_DATE", raising=False)
     executed = tmp_path / name
-    explore.execute_notebook(NOTEBOOKS / name, {"CUSTEMBED_LAKE": str(fake_lake), "CUSTEMBED_PRODUCT": "styler"},
-                             output=executed)
+    explore.execute_notebook(
+        NOTEBOOKS / name, {"CUSTEMBED_LAKE": str(fake_lake), "CUSTEMBED_PRODUCT": "styler"}, output=executed
+    )
     outputs = [output for cell in nbformat.read(executed, as_version=4).cells for output in cell.get("outputs", [])]
     assert not [output for output in outputs if output.output_type == "error"]
     assert sum("image/png" in output.get("data", {}) for output in outputs) == figures
@@ -333,10 +393,12 @@ def test_notebook_runs_on_the_fake_lake(fake_lake: Path, python3_kernel: None, t
 
 
 def test_execute_notebook_raises_with_the_failing_cell(python3_kernel: None, tmp_path: Path) -> None:
-    notebook = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_code_cell("import os\nvalue = os.environ['CUSTEMBED_PROBE']"),
-        nbformat.v4.new_code_cell("raise ValueError(f'bad product {value}')"),
-    ])
+    notebook = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_code_cell("import os\nvalue = os.environ['CUSTEMBED_PROBE']"),
+            nbformat.v4.new_code_cell("raise ValueError(f'bad product {value}')"),
+        ]
+    )
     path = tmp_path / "failing.ipynb"
     nbformat.write(notebook, path)
     with pytest.raises(RuntimeError, match=r"failing.ipynb failed(.|\n)*bad product probe-42"):

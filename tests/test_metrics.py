@@ -10,8 +10,11 @@ from custembed.metrics import binary_metrics, decile_lift
 
 
 def scored_frame(spark, groups: dict[str, tuple[np.ndarray, np.ndarray]]):  # type: ignore[no-untyped-def]
-    rows = [(g, f"c{i:05d}", float(s), int(y)) for g, (scores, labels) in groups.items()
-            for i, (s, y) in enumerate(zip(scores, labels, strict=True))]
+    rows = [
+        (g, f"c{i:05d}", float(s), int(y))
+        for g, (scores, labels) in groups.items()
+        for i, (s, y) in enumerate(zip(scores, labels, strict=True))
+    ]
     return spark.createDataFrame(rows, "product string, customer_id string, score double, label int")
 
 
@@ -20,8 +23,12 @@ def test_metrics_equal_sklearn_on_random_and_tied_scores(spark) -> None:  # type
     labels = (rng.random(3000) < 0.05).astype(int)
     smooth = np.clip(rng.normal(0.4 + 0.2 * labels, 0.15), 0, 1)
     tied = np.round(smooth, 1)  # many ties
-    got = {r["product"]: r for r in binary_metrics(
-        scored_frame(spark, {"smooth": (smooth, labels), "tied": (tied, labels)}), groups=["product"]).collect()}
+    got = {
+        r["product"]: r
+        for r in binary_metrics(
+            scored_frame(spark, {"smooth": (smooth, labels), "tied": (tied, labels)}), groups=["product"]
+        ).collect()
+    }
     for name, scores in (("smooth", smooth), ("tied", tied)):
         r = got[name]
         predicted = (scores >= 0.5).astype(int)
@@ -35,8 +42,10 @@ def test_metrics_equal_sklearn_on_random_and_tied_scores(spark) -> None:  # type
 
 def test_auc_is_null_when_one_class_only(spark) -> None:  # type: ignore[no-untyped-def]
     scores = np.linspace(0, 1, 50)
-    got = binary_metrics(scored_frame(spark, {"none": (scores, np.zeros(50, int)),
-                                              "all": (scores, np.ones(50, int))}), groups=["product"]).collect()
+    got = binary_metrics(
+        scored_frame(spark, {"none": (scores, np.zeros(50, int)), "all": (scores, np.ones(50, int))}),
+        groups=["product"],
+    ).collect()
     assert {r["product"]: r["auc"] for r in got} == {"none": None, "all": None}
 
 

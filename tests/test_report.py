@@ -18,9 +18,9 @@ import pytest
 pytest.importorskip("matplotlib")
 pytest.importorskip("sklearn")
 
-from matplotlib import image as mpimg  # noqa: E402
+from matplotlib import image as mpimg
 
-from custembed.report import SECTIONS, ReportData, render_report  # noqa: E402
+from custembed.report import SECTIONS, ReportData, render_report
 
 SOURCES = ("bert4rec", "electra")
 PRODUCTS = ("water_purifier", "styler", "gram")
@@ -36,11 +36,22 @@ def _metrics() -> pd.DataFrame:
     for source_index, source in enumerate(SOURCES):
         for product_index, product in enumerate(PRODUCTS):
             auc = 0.60 + 0.05 * product_index + 0.02 * source_index
-            rows.append({
-                "source": source, "product": product, "classifier": CLASSIFIER, "rows": 1000, "positives": 10,
-                "auc": auc, "f1": 0.02 + 0.01 * source_index, "precision": 0.01, "recall": 0.5, "accuracy": 0.7,
-                "top10_lift": 2.0 + product_index + source_index, "message": "",
-            })
+            rows.append(
+                {
+                    "source": source,
+                    "product": product,
+                    "classifier": CLASSIFIER,
+                    "rows": 1000,
+                    "positives": 10,
+                    "auc": auc,
+                    "f1": 0.02 + 0.01 * source_index,
+                    "precision": 0.01,
+                    "recall": 0.5,
+                    "accuracy": 0.7,
+                    "top10_lift": 2.0 + product_index + source_index,
+                    "message": "",
+                }
+            )
     # electra beats bert4rec on water purifier AUC (the paper's 0.695 -> 0.817)
     rows[0]["auc"], rows[len(PRODUCTS)]["auc"] = 0.695, 0.817
     rows[1]["message"] = "only 10 positives in the test set"
@@ -55,33 +66,71 @@ def _decile_lift() -> pd.DataFrame:
         for product in PRODUCTS:
             for decile in range(1, 11):
                 lift = max(0.2, (3.5 + source_index) - 0.4 * (decile - 1) * (1 + source_index * 0.2))
-                rows.append({
-                    "source": source, "product": product, "classifier": CLASSIFIER, "decile": decile,
-                    "customers": 100, "buyers": round(lift), "buy_rate": lift / 100, "lift": lift,
-                    "cumulative_lift": lift, })
+                rows.append(
+                    {
+                        "source": source,
+                        "product": product,
+                        "classifier": CLASSIFIER,
+                        "decile": decile,
+                        "customers": 100,
+                        "buyers": round(lift),
+                        "buy_rate": lift / 100,
+                        "lift": lift,
+                        "cumulative_lift": lift,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
 def _classifier_comparison() -> pd.DataFrame:
     rows = []
     for index, classifier in enumerate(("random_forest", "xgboost", "logistic_regression")):
-        rows.append({
-            "source": "electra", "product": "water_purifier", "classifier": classifier, "rows": 1000,
-            "positives": 10, "auc": 0.80 - 0.02 * index, "f1": 0.03, "precision": 0.02 + 0.01 * index,
-            "recall": 0.4, "accuracy": 0.71, "top10_lift": 6.88 - index, "message": None,
-        })
+        rows.append(
+            {
+                "source": "electra",
+                "product": "water_purifier",
+                "classifier": classifier,
+                "rows": 1000,
+                "positives": 10,
+                "auc": 0.80 - 0.02 * index,
+                "f1": 0.03,
+                "precision": 0.02 + 0.01 * index,
+                "recall": 0.4,
+                "accuracy": 0.71,
+                "top10_lift": 6.88 - index,
+                "message": None,
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def _model_info() -> pd.DataFrame:
-    return pd.DataFrame([
-        {"source": "bert4rec", "parameters": 120_000, "hidden_size": 64, "train_seconds": 3600.0,
-         "embed_customers_per_s": 5000.0, "val_loss": 3.1, "val_accuracy": 0.31, "hr_at_10": 0.6,
-         "ndcg_at_10": 0.4},
-        {"source": "electra", "parameters": 13_500_000, "hidden_size": 256, "train_seconds": 450.5,
-         "embed_customers_per_s": 800.0, "val_loss": 2.2, "val_accuracy": 0.45, "hr_at_10": np.nan,
-         "ndcg_at_10": np.nan},
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "source": "bert4rec",
+                "parameters": 120_000,
+                "hidden_size": 64,
+                "train_seconds": 3600.0,
+                "embed_customers_per_s": 5000.0,
+                "val_loss": 3.1,
+                "val_accuracy": 0.31,
+                "hr_at_10": 0.6,
+                "ndcg_at_10": 0.4,
+            },
+            {
+                "source": "electra",
+                "parameters": 13_500_000,
+                "hidden_size": 256,
+                "train_seconds": 450.5,
+                "embed_customers_per_s": 800.0,
+                "val_loss": 2.2,
+                "val_accuracy": 0.45,
+                "hr_at_10": np.nan,
+                "ndcg_at_10": np.nan,
+            },
+        ]
+    )
 
 
 def _projections(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
@@ -179,8 +228,7 @@ def _parse(path: Path) -> _ReportParser:
 @pytest.fixture(scope="module")
 def report_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("report") / "nested" / "report.html"
-    written = render_report(synthetic_report_data(), path, max_points=120,
-                            max_attention_pairs=ATTENTION_PAIRS_SHOWN)
+    written = render_report(synthetic_report_data(), path, max_points=120, max_attention_pairs=ATTENTION_PAIRS_SHOWN)
     assert written == path
     return path
 
@@ -228,7 +276,7 @@ def test_images_are_non_blank_pngs_with_alt_text_and_captions(report_path: Path)
             assert attributes.get("alt", "").strip(), section
             prefix = "data:image/png;base64,"
             assert attributes["src"].startswith(prefix)
-            payload = base64.b64decode(attributes["src"][len(prefix):], validate=True)
+            payload = base64.b64decode(attributes["src"][len(prefix) :], validate=True)
             assert payload.startswith(PNG_SIGNATURE)
             pixels = mpimg.imread(io.BytesIO(payload), format="png")
             assert pixels.ndim == 3 and min(pixels.shape[:2]) > 50
@@ -237,7 +285,7 @@ def test_images_are_non_blank_pngs_with_alt_text_and_captions(report_path: Path)
 
 def test_model_comparison_uses_default_classifier_and_marks_best(report_path: Path) -> None:
     page = report_path.read_text(encoding="utf-8")
-    section = page[page.index('data-section="model-comparison"'):page.index('data-section="decile-lift"')]
+    section = page[page.index('data-section="model-comparison"') : page.index('data-section="decile-lift"')]
     assert "<strong>0.817</strong>" in section  # electra wins water purifier AUC
     assert "0.695" in section and "<strong>0.695</strong>" not in section
     assert "0.999" not in section  # logistic regression rows are not the default classifier
@@ -269,7 +317,7 @@ def test_models_and_classifier_tables(report_path: Path) -> None:
         assert classifier in comparison
     assert "water_purifier" in comparison and "6.88" in comparison
     page = report_path.read_text(encoding="utf-8")
-    section = page[page.index('data-section="classifier-comparison"'):page.index('data-section="models"')]
+    section = page[page.index('data-section="classifier-comparison"') : page.index('data-section="models"')]
     assert "<strong>0.800</strong>" in section and "<strong>6.88</strong>" in section  # random forest's AUC, lift
     assert "<strong>0.040</strong>" in section  # logistic regression's precision
     assert "<strong>0.710</strong>" not in section  # all classifiers tie on accuracy: nothing to highlight
@@ -280,9 +328,17 @@ def test_empty_inputs_render_not_available_notes(tmp_path: Path, empty: str) -> 
     if empty == "none":
         data = ReportData()
     else:
-        data = ReportData(summary={}, metrics=pd.DataFrame(), decile_lift=pd.DataFrame(),
-                          classifier_comparison=pd.DataFrame(), model_info=pd.DataFrame(), projections={},
-                          attention={}, attention_labels=[], notes=[])
+        data = ReportData(
+            summary={},
+            metrics=pd.DataFrame(),
+            decile_lift=pd.DataFrame(),
+            classifier_comparison=pd.DataFrame(),
+            model_info=pd.DataFrame(),
+            projections={},
+            attention={},
+            attention_labels=[],
+            notes=[],
+        )
     path = render_report(data, tmp_path / "empty.html")
     parser = _parse(path)
     assert list(parser.texts) == [key for key, _ in SECTIONS]
@@ -316,20 +372,35 @@ def test_attention_shape_mismatch_is_an_error() -> None:
 def test_report_renders_in_headless_chromium(report_path: Path, tmp_path: Path) -> None:
     if not Path(CHROMIUM).is_file():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium to run the browser check")
-    common = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-              "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync",
-              f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0"]
+    common = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--enable-logging=stderr",
+        "--v=0",
+    ]
     screenshot = tmp_path / "shot.png"
-    shot = subprocess.run(common + [f"--screenshot={screenshot}", "--window-size=1280,4000",
-                                    report_path.as_uri()], capture_output=True, text=True, timeout=120)
+    shot = subprocess.run(
+        common + [f"--screenshot={screenshot}", "--window-size=1280,4000", report_path.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert shot.returncode == 0, shot.stderr[-3000:]
     _assert_no_page_errors(shot.stderr)
     pixels = mpimg.imread(screenshot, format="png")
     assert pixels.shape[:2] == (4000, 1280)
     assert float(pixels[..., :3].std()) > 0.01
 
-    dom = subprocess.run(common + ["--dump-dom", report_path.as_uri()], capture_output=True, text=True,
-                         timeout=120)
+    dom = subprocess.run(common + ["--dump-dom", report_path.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-3000:]
     _assert_no_page_errors(dom.stderr)
     page = report_path.read_text(encoding="utf-8")

@@ -32,8 +32,9 @@ BASELINE = "counts"
 VECTOR_SCHEMA = "customer_id string, vector array<float>"
 
 
-def embed_sequences(sequences: DataFrame, *, model_dir: str, batch_size: int, pooling: str | None,
-                    threads: int) -> DataFrame:
+def embed_sequences(
+    sequences: DataFrame, *, model_dir: str, batch_size: int, pooling: str | None, threads: int
+) -> DataFrame:
     """(customer_id, tokens, text, ...) → (customer_id, vector) with the encoder saved in ``model_dir``."""
     from custembed.udfs.embed import embed_partitions
 
@@ -49,8 +50,16 @@ def count_vectors(sequences: DataFrame, *, vocab_size: int, no_action_id: int) -
     return sequences.select(schemas.CUSTOMER_ID, "tokens").mapInPandas(fn, VECTOR_SCHEMA)
 
 
-def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, source: str, ref: str | None = None,
-        model_path: str | None = None) -> dict[str, Any]:
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    run_date: dt.date,
+    source: str,
+    ref: str | None = None,
+    model_path: str | None = None,
+) -> dict[str, Any]:
+    """Reads ``sequences`` of the run date; writes ``embeddings`` (``source``, both views) and a ``runs`` row."""
     from custembed.jobs.common import lake_from, record_run
     from custembed.tracking import tracking_for
 
@@ -67,9 +76,14 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, source: str, ref
         catalogue = load_catalogue(cfg.sequences.catalogue)
         version = catalogue.name
         model_name = BASELINE
-        parts = [count_vectors(sequences.where(F.col(schemas.VIEW) == v), vocab_size=catalogue.vocab_size,
-                               no_action_id=catalogue.no_action_id).withColumn(schemas.VIEW, F.lit(v))
-                 for v in views]
+        parts = [
+            count_vectors(
+                sequences.where(F.col(schemas.VIEW) == v),
+                vocab_size=catalogue.vocab_size,
+                no_action_id=catalogue.no_action_id,
+            ).withColumn(schemas.VIEW, F.lit(v))
+            for v in views
+        ]
     else:
         if model_path:
             model_dir, version, model_name = model_path, "path", model_path
@@ -78,10 +92,16 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, source: str, ref
             model_dir, version = tracking.resolve(source, ref or cfg.embed.model_ref)
             model_name = tracking.model_name(source)
         threads = cfg.embed.threads_per_worker or 1
-        parts = [embed_sequences(sequences.where(F.col(schemas.VIEW) == v).repartition(cfg.embed.partitions),
-                                 model_dir=model_dir, batch_size=cfg.embed.batch_size, pooling=cfg.embed.pooling,
-                                 threads=threads).withColumn(schemas.VIEW, F.lit(v))
-                 for v in views]
+        parts = [
+            embed_sequences(
+                sequences.where(F.col(schemas.VIEW) == v).repartition(cfg.embed.partitions),
+                model_dir=model_dir,
+                batch_size=cfg.embed.batch_size,
+                pooling=cfg.embed.pooling,
+                threads=threads,
+            ).withColumn(schemas.VIEW, F.lit(v))
+            for v in views
+        ]
     vectors = parts[0]
     for part in parts[1:]:
         vectors = vectors.unionByName(part)
@@ -100,16 +120,33 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, source: str, ref
     counts = {r[schemas.VIEW]: int(r["n"]) for r in per_view}
     seconds = time.monotonic() - t0
     customers = sum(counts.values())
-    summary = {"source": source, "model": f"{model_name} version {version}", "customers": counts,
-               "seconds": round(seconds, 1), "customers_per_s": round(customers / max(seconds, 1e-9), 1)}
-    record_run(lake, job=f"embed:{source}", run_date=run_date, started=started, status="succeeded",
-               rows_read=customers, rows_accepted=customers, rows_rejected=0, details=json.dumps(summary))
+    summary = {
+        "source": source,
+        "model": f"{model_name} version {version}",
+        "customers": counts,
+        "seconds": round(seconds, 1),
+        "customers_per_s": round(customers / max(seconds, 1e-9), 1),
+    }
+    record_run(
+        lake,
+        job=f"embed:{source}",
+        run_date=run_date,
+        started=started,
+        status="succeeded",
+        rows_read=customers,
+        rows_accepted=customers,
+        rows_rejected=0,
+        details=json.dumps(summary),
+    )
     return summary
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoder", default="bert4rec",
-                        help=f"a name under train.encoders (registry model <prefix>-<name>), or {BASELINE!r}")
+    parser.add_argument(
+        "--encoder",
+        default="bert4rec",
+        help=f"a name under train.encoders (registry model <prefix>-<name>), or {BASELINE!r}",
+    )
     parser.add_argument("--ref", help="registry alias or version (default: embed.model_ref)")
     parser.add_argument("--model-path", help="a saved encoder directory instead of the registry")
 

@@ -70,8 +70,10 @@ class Universe:
 
 def _month_seconds(first_month: int, months: int) -> np.ndarray:
     """Epoch seconds of the start of each month, one more than ``months`` (the end bound)."""
-    starts = [dt.datetime(m // 12, m % 12 + 1, 1, tzinfo=dt.timezone.utc) for m in
-              range(first_month, first_month + months + 1)]
+    starts = [
+        dt.datetime(m // 12, m % 12 + 1, 1, tzinfo=dt.timezone.utc)
+        for m in range(first_month, first_month + months + 1)
+    ]
     return np.array([int(s.timestamp()) for s in starts], dtype=np.int64)
 
 
@@ -79,8 +81,16 @@ def _segment_tables(u: Universe) -> tuple[np.ndarray, np.ndarray]:
     """Per segment: weights over actions (background) and hazard multipliers per signal product."""
     rng = np.random.default_rng([u.seed, 10_000_019])
     behaviours = np.array(u.behaviours)
-    base = {"receiving": 3.0, "repairing": 1.0, "buying": 1.0, "renting": 0.4, "using": 2.0,
-            "consulting": 1.5, "visiting": 2.5, "no action": 0.0}
+    base = {
+        "receiving": 3.0,
+        "repairing": 1.0,
+        "buying": 1.0,
+        "renting": 0.4,
+        "using": 2.0,
+        "consulting": 1.5,
+        "visiting": 2.5,
+        "no action": 0.0,
+    }
     weights = np.zeros((N_SEGMENTS, len(behaviours)))
     for s in range(N_SEGMENTS):
         mix = {b: w * rng.uniform(0.4, 1.8) for b, w in base.items()}
@@ -93,6 +103,28 @@ def _segment_tables(u: Universe) -> tuple[np.ndarray, np.ndarray]:
     multipliers = rng.gamma(1.2, 1.0, size=(N_SEGMENTS, len(u.signal_products)))
     multipliers /= multipliers.mean(axis=0, keepdims=True)
     return weights, multipliers
+
+
+def _purchase_with_precursors(
+    rng: np.random.Generator, product: str, t: int, action_index: dict[tuple[str, str], int]
+) -> list[tuple[str, str, int]]:
+    """(behaviour, item, month) of a purchase in month ``t`` and the events that, by chance, led to it."""
+    extra: list[tuple[str, str, int]] = [("buying", product, t)]
+    if rng.random() < 0.55:
+        extra.append(("consulting", product, t - int(rng.integers(1, 5))))
+    if rng.random() < 0.35:
+        extra.append(("receiving", "loyalty_points", t - int(rng.integers(1, 3))))
+    if rng.random() < 0.3:
+        place = "brand_shop" if rng.random() < 0.6 else "online_store"
+        extra.append(("visiting", place, t - int(rng.integers(1, 4))))
+    if rng.random() < 0.3:
+        for _ in range(int(rng.integers(1, 3))):
+            extra.append(("repairing", product, t - int(rng.integers(3, 13))))
+    if ("renting", product) in action_index and rng.random() < 0.3:
+        r0 = t - int(rng.integers(6, 19))
+        extra.append(("renting", product, r0))
+        extra.extend(("using", "care_service", m) for m in range(r0 + 4, t, 4))
+    return extra
 
 
 def simulate(customer_index: np.ndarray, u: Universe) -> pd.DataFrame:
@@ -127,22 +159,7 @@ def simulate(customer_index: np.ndarray, u: Universe) -> pd.DataFrame:
             hazard = u.purchase_rate / 3.0 * multipliers[segment, p] * season / season.mean()
             bought = np.flatnonzero(rng.random(active) < hazard) + start
             for t in bought:
-                extra: list[tuple[str, str, int]] = [("buying", product, t)]
-                if rng.random() < 0.55:
-                    extra.append(("consulting", product, t - int(rng.integers(1, 5))))
-                if rng.random() < 0.35:
-                    extra.append(("receiving", "loyalty_points", t - int(rng.integers(1, 3))))
-                if rng.random() < 0.3:
-                    place = "brand_shop" if rng.random() < 0.6 else "online_store"
-                    extra.append(("visiting", place, t - int(rng.integers(1, 4))))
-                if rng.random() < 0.3:
-                    for _ in range(int(rng.integers(1, 3))):
-                        extra.append(("repairing", product, t - int(rng.integers(3, 13))))
-                if ("renting", product) in action_index and rng.random() < 0.3:
-                    r0 = t - int(rng.integers(6, 19))
-                    extra.append(("renting", product, r0))
-                    extra.extend(("using", "care_service", m) for m in range(r0 + 4, t, 4))
-                for behaviour, item, m in extra:
+                for behaviour, item, m in _purchase_with_precursors(rng, product, int(t), action_index):
                     if start <= m < u.months and (behaviour, item) in action_index:
                         cust_months.append(np.array([m]))
                         cust_acts.append(np.array([action_index[(behaviour, item)]]))
@@ -248,6 +265,7 @@ def generate_events(spark, u: Universe, *, customers: int, partitions: int):  # 
 
 
 def run(spark, cfg: Config, *, run_date: dt.date, output: str | None = None) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Reads nothing; writes generated events to raw_events (or --output / sources.events: a table or directory)."""
     from custembed.jobs.common import lake_from
 
     lake = lake_from(spark, cfg)
@@ -259,7 +277,7 @@ def run(spark, cfg: Config, *, run_date: dt.date, output: str | None = None) -> 
         lake.overwrite_path(events, target)
     else:
         lake.overwrite(events, target)
-    written = spark.read.parquet(target) if "/" in target else lake.read(target)
+    written = lake.read_path(target) if "/" in target else lake.read(target)
     return {"events": written.count(), "customers": cfg.generate.customers, "written_to": target}
 
 
@@ -270,5 +288,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from custembed.jobs.common import job_main
 
-    return job_main("generate", argv, add_arguments,
-                    lambda spark, cfg, args, run_date: run(spark, cfg, run_date=run_date, output=args.output))
+    return job_main(
+        "generate",
+        argv,
+        add_arguments,
+        lambda spark, cfg, args, run_date: run(spark, cfg, run_date=run_date, output=args.output),
+    )

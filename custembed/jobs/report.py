@@ -24,6 +24,7 @@ from custembed import schemas
 from custembed.catalogue import load_catalogue
 from custembed.config import Config
 from custembed.io import Lake
+from custembed.projections import sample_prefix, sample_sizes
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,13 @@ ATTENTION_SAMPLE = 48
 
 
 def _latest_details(lake: Lake, day: str, job: str) -> dict[str, Any]:
-    rows = (lake.read_partition("runs", day).where((F.col("job") == job) & (F.col("status") == "succeeded"))
-            .orderBy(F.col("finished_at").desc()).limit(1).collect())
+    rows = (
+        lake.read_partition("runs", day)
+        .where((F.col("job") == job) & (F.col("status") == "succeeded"))
+        .orderBy(F.col("finished_at").desc())
+        .limit(1)
+        .collect()
+    )
     if not rows or not rows[0]["details"]:
         return {}
     try:
@@ -62,32 +68,70 @@ def model_info(lake: Lake, cfg: Config, day: str, sources: Sequence[str]) -> pd.
                 hidden = float(encoder.hidden_size)
             except Exception as e:  # noqa: BLE001 - the report shows what it can
                 log.warning("report: no model size for %s (%s)", source, str(e).splitlines()[0])
-        rows.append({
-            "source": source, "parameters": parameters, "hidden_size": hidden,
-            "train_seconds": trained.get("seconds", np.nan),
-            "embed_customers_per_s": embedded.get("customers_per_s", np.nan),
-            "val_loss": trained.get("val_loss", np.nan), "val_accuracy": trained.get("val_accuracy", np.nan),
-            "hr_at_10": trained.get("hr@10", np.nan), "ndcg_at_10": trained.get("ndcg@10", np.nan),
-        })
+        rows.append(
+            {
+                "source": source,
+                "parameters": parameters,
+                "hidden_size": hidden,
+                "train_seconds": trained.get("seconds", np.nan),
+                "embed_customers_per_s": embedded.get("customers_per_s", np.nan),
+                "val_loss": trained.get("val_loss", np.nan),
+                "val_accuracy": trained.get("val_accuracy", np.nan),
+                "hr_at_10": trained.get("hr@10", np.nan),
+                "ndcg_at_10": trained.get("ndcg@10", np.nan),
+            }
+        )
     return pd.DataFrame(rows)
 
 
-def projections(lake: Lake, day: str, sources: Sequence[str], product: str,
-                seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def projection_sample(
+    lake: Lake, day: str, source: str, product: str, *, n: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train-view embeddings of ``source`` for a bounded sample, test-window buyers of ``product`` flagged.
+
+    The customers follow :mod:`custembed.projections`' rule, as ``explore.embedding_sample`` does on the
+    same tables: the group sizes from one small aggregate, then the customers with the lowest seeded
+    ``md5`` key per group (top-k, no full sort). Returns ``(embeddings [m, H] float32, is_buyer [m])``,
+    rows in customer-id order, ``m <= n``.
+    """
+    customer = F.col(schemas.CUSTOMER_ID)
+    labels = (
+        lake.read_partition("labels", day)
+        .where((F.col("product") == product) & (F.col("label_window") == "test"))
+        .select(customer, (F.col("label") == 1).alias("buyer"))
+        .dropDuplicates([schemas.CUSTOMER_ID])
+    )
+    embedded = lake.read_partition("embeddings", day, view=schemas.VIEW_TRAIN, source=source)
+    joined = embedded.select(customer).dropDuplicates().join(labels, schemas.CUSTOMER_ID)
+    counts = {bool(r["buyer"]): int(r["n"]) for r in joined.groupBy("buyer").agg(F.count("*").alias("n")).collect()}
+    keep_buyers, keep_others = sample_sizes(counts.get(True, 0), counts.get(False, 0), n)
+    key = F.md5(F.concat(F.lit(sample_prefix(seed)), customer))
+    chosen = (
+        joined.where("buyer")
+        .orderBy(key, customer)
+        .limit(keep_buyers)
+        .unionByName(joined.where("not buyer").orderBy(key, customer).limit(keep_others))
+    )
+    sample = (
+        embedded.join(chosen, schemas.CUSTOMER_ID)
+        .select(schemas.CUSTOMER_ID, "vector", "buyer")
+        .orderBy(schemas.CUSTOMER_ID)
+        .toPandas()
+    )
+    if not len(sample):
+        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=bool)
+    return np.stack(sample["vector"].to_numpy()).astype(np.float32), sample["buyer"].to_numpy().astype(bool)
+
+
+def projections(
+    lake: Lake, day: str, sources: Sequence[str], product: str, seed: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """A seeded sample of train-view embeddings per source, with test-window buyers of ``product`` flagged."""
-    labels = lake.read_partition("labels", day).where(
-        (F.col("product") == product) & (F.col("label_window") == "test")).select(schemas.CUSTOMER_ID, "label")
     result = {}
     for source in sources:
-        vectors = lake.read_partition("embeddings", day, view=schemas.VIEW_TRAIN, source=source)
-        joined = vectors.join(labels, schemas.CUSTOMER_ID)
-        # every buyer (they are few) and a seeded sample of the rest, bounded in size
-        buyers = joined.where("label = 1").orderBy(F.rand(seed)).limit(PROJECTION_SAMPLE // 5)
-        others = joined.where("label = 0").orderBy(F.rand(seed)).limit(PROJECTION_SAMPLE)
-        sample = buyers.unionByName(others).select("vector", "label").toPandas()
-        if len(sample):
-            result[source] = (np.stack(sample["vector"].to_numpy()).astype(np.float32),
-                              sample["label"].to_numpy().astype(bool))
+        embeddings, is_buyer = projection_sample(lake, day, source, product, n=PROJECTION_SAMPLE, seed=seed)
+        if len(embeddings):
+            result[source] = (embeddings, is_buyer)
     return result
 
 
@@ -95,7 +139,7 @@ def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[st
     """Behaviour-attention of the first fine-tuned masked LM, before (pre-trained) and after fine-tuning."""
     from custembed.analysis import encoder_behaviour_attention
     from custembed.encoders import build_encoder, load_encoder
-    from custembed.jobs.train import resolve_checkpoint
+    from custembed.jobs.train import model_params
     from custembed.tracking import tracking_for
 
     catalogue = load_catalogue(cfg.sequences.catalogue)
@@ -105,10 +149,16 @@ def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[st
         return {}, behaviours
     settings = cfg.train.encoders[name]
     model_dir, _ = tracking_for(cfg.tracking, cfg.project.lake_dir).resolve(name, cfg.embed.model_ref)
-    sample = (lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN).where("n_events >= 5")
-              .orderBy(F.xxhash64(schemas.CUSTOMER_ID)).limit(ATTENTION_SAMPLE).select("text", "tokens").toPandas())
+    sample = (
+        lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
+        .where("n_events >= 5")
+        .orderBy(F.xxhash64(schemas.CUSTOMER_ID))
+        .limit(ATTENTION_SAMPLE)
+        .select("text", "tokens")
+        .toPandas()
+    )
     texts, tokens = sample["text"].tolist(), sample["tokens"].tolist()
-    before = build_encoder("mlm", checkpoint=resolve_checkpoint(settings.checkpoint), max_len=settings.max_len)
+    before = build_encoder("mlm", **model_params(name, settings, vocab_size=catalogue.vocab_size))
     after = load_encoder(model_dir)
     id_behaviour = catalogue.id_to_behaviour()
     return {
@@ -118,6 +168,7 @@ def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[st
 
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | None = None) -> dict[str, Any]:
+    """Reads model_metrics, decile_lift, runs, labels, embeddings, sequences; writes one HTML report file."""
     from custembed.jobs.common import lake_from
     from custembed.report import ReportData, render_report
 
@@ -133,16 +184,29 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
     default = metrics[metrics["classifier"] == classifier]
     focus = comparison.product or (cfg.score.products[0] if cfg.score.products else "")
     steps = _latest_details(lake, day, "sequences")
-    seq_run = (lake.read_partition("runs", day).where("job = 'sequences' and status = 'succeeded'")
-               .orderBy(F.col("finished_at").desc()).limit(1).collect())
-    summary: dict[str, object] = {"run date": day, "feature cutoff": steps.get("cutoff", "?"),
-                                  "catalogue": steps.get("catalogue", "?"),
-                                  "tables": f"{cfg.project.database} ({Path(cfg.project.lake_dir).resolve()})"}
+    seq_run = (
+        lake.read_partition("runs", day)
+        .where("job = 'sequences' and status = 'succeeded'")
+        .orderBy(F.col("finished_at").desc())
+        .limit(1)
+        .collect()
+    )
+    summary: dict[str, object] = {
+        "run date": day,
+        "feature cutoff": steps.get("cutoff", "?"),
+        "catalogue": steps.get("catalogue", "?"),
+        "tables": f"{cfg.project.database} ({Path(cfg.project.lake_dir).resolve()})",
+    }
     if seq_run:
         r = seq_run[0]
-        summary.update({"rows read": r["rows_read"], "rows accepted": r["rows_accepted"],
-                        "rows rejected": f"{r['rows_rejected']} {dict(r['rejected_by_reason'])}",
-                        "sequences": json.dumps(steps.get("sequences", {}))})
+        summary.update(
+            {
+                "rows read": r["rows_read"],
+                "rows accepted": r["rows_accepted"],
+                "rows rejected": f"{r['rows_rejected']} {dict(r['rejected_by_reason'])}",
+                "sequences": json.dumps(steps.get("sequences", {})),
+            }
+        )
     notes = [
         "Metrics are on the test label window at the natural buy rate; classifiers were trained on the train "
         "window, balanced 50/50 (score.balance).",
@@ -151,7 +215,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
     ]
     try:
         attention, labels = attention_maps(lake, cfg, day)
-    except Exception as e:  # noqa: BLE001 - a missing model leaves that section empty, not the report
+    except Exception as e:  # noqa: BLE001 - a missing model empties that section, not the report
         log.warning("report: no attention maps (%s)", str(e).splitlines()[0])
         attention, labels = {}, []
         notes.append(f"attention maps not available: {str(e).splitlines()[0]}")
@@ -182,5 +246,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from custembed.jobs.common import job_main
 
-    return job_main("report", argv, add_arguments,
-                    lambda spark, cfg, args, run_date: run(spark, cfg, run_date=run_date, output=args.output))
+    return job_main(
+        "report",
+        argv,
+        add_arguments,
+        lambda spark, cfg, args, run_date: run(spark, cfg, run_date=run_date, output=args.output),
+    )

@@ -14,24 +14,31 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from pathlib import Path
 
 import yaml
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
-from custembed import schemas
-from custembed.config import Config, ConfigError, resolve_conf_file
+from custembed import schemas, tables
+from custembed.config import Config, ConfigError, RetailFamilies, build, read_yaml, resolve_conf_file
+from custembed.errors import InputError
 
 DEFAULT_INPUT = "../shared/data/online_retail.csv.gz"
+LINES = "online_retail_lines"  # the CSV's columns, in the table registry
 GOODS_CODE = r"^[0-9]{5}[A-Za-z]{0,2}$"  # real products: five digits and an optional variant letter
 
 
 def family_rules(path: str = "retail_families.yaml") -> tuple[dict[str, str], list[tuple[str, str]]]:
-    data = yaml.safe_load(resolve_conf_file(path).read_text()) or {}
-    services = {str(k): str(v) for k, v in (data.get("services") or {}).items()}
-    rules = [(str(r["family"]), str(r["pattern"])) for r in data.get("rules") or []]
-    return services, rules
+    """(service items by stock code, (family, pattern) rules in order) of a family file, read strictly."""
+    file = resolve_conf_file(path)
+    try:
+        data = read_yaml(file.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{file}: not valid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: top level must be a mapping")
+    families = build(RetailFamilies, data, str(file))
+    return dict(families.services), [(rule.family, rule.pattern) for rule in families.rules]
 
 
 def family_of(description: Column, rules: Sequence[tuple[str, str]]) -> Column:
@@ -49,19 +56,15 @@ def to_events(lines: DataFrame, *, services: dict[str, str], rules: Sequence[tup
     ``event_time`` (text), ``event_type``, ``item``, plus ``invoice``,
     ``stock_code``, ``quantity``, ``unit_price``, ``country``.
     """
-    required = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID",
-                "Country"]
-    missing = [c for c in required if c not in lines.columns]
+    missing = [c for c in tables.table(LINES).column_names if c not in lines.columns]
     if missing:
-        raise ConfigError(f"online retail input: missing column '{missing[0]}'")
+        raise InputError(f"online retail input: missing column '{missing[0]}'")
     code = F.trim(F.col("StockCode"))
     service_map = F.create_map(*[F.lit(x) for kv in services.items() for x in kv])
     service = F.try_element_at(service_map, code)
     cancelled = F.col("InvoiceNo").startswith("C")
     event_type = (
-        F.when(service.isNotNull(), F.lit("SERVICE"))
-        .when(cancelled, F.lit("RETURN"))
-        .otherwise(F.lit("PURCHASE"))
+        F.when(service.isNotNull(), F.lit("SERVICE")).when(cancelled, F.lit("RETURN")).otherwise(F.lit("PURCHASE"))
     )
     item = (
         F.when(service.isNotNull(), service)
@@ -83,13 +86,12 @@ def to_events(lines: DataFrame, *, services: dict[str, str], rules: Sequence[tup
 
 
 def run(spark, cfg: Config, *, input_path: str, output: str) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """Reads the Online Retail CSV (online_retail_lines); writes the events table (online_retail_events)."""
     from custembed.jobs.common import lake_from
 
-    if not Path(input_path).exists():
-        raise ConfigError(f"online retail file not found: {input_path}")
     lake = lake_from(spark, cfg)
+    lines = lake.read_csv(input_path, what="online retail file", logical=LINES)
     services, rules = family_rules()
-    lines = spark.read.option("header", True).csv(input_path)
     events = to_events(lines, services=services, rules=rules)
     lake.overwrite(events, output)
     written = lake.read(output)
@@ -106,5 +108,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from custembed.jobs.common import job_main
 
-    return job_main("retail", argv, add_arguments,
-                    lambda spark, cfg, args, run_date: run(spark, cfg, input_path=args.input, output=args.output))
+    return job_main(
+        "retail",
+        argv,
+        add_arguments,
+        lambda spark, cfg, args, run_date: run(spark, cfg, input_path=args.input, output=args.output),
+    )

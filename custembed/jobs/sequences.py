@@ -26,6 +26,7 @@ from pyspark.sql import functions as F
 from custembed import schemas
 from custembed.catalogue import ACTION_SEPARATOR, ActionCatalogue, load_catalogue
 from custembed.config import Config, ConfigError, LabelWindow, SequencesConfig
+from custembed.errors import InputError
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +105,9 @@ def label_windows(windows: Sequence[LabelWindow], cutoff: dt.date, run_date: dt.
         first = month_index(cutoff) + w.start_offset_months
         window = Window(w.name, month_start(first), month_end(first + w.months - 1))
         if window.end > run_date:
-            log.warning("label window %s (%s..%s) ends after the run date: no labels for it", w.name,
-                        window.start, window.end)
+            log.warning(
+                "label window %s (%s..%s) ends after the run date: no labels for it", w.name, window.start, window.end
+            )
             continue
         result.append(window)
     return result
@@ -126,13 +128,13 @@ def validate_events(events: DataFrame, source: str) -> None:
     types = dict(events.dtypes)
     for column in schemas.RAW_EVENT_COLUMNS:
         if column not in types:
-            raise ConfigError(f"events {source}: missing required column '{column}' (has: {', '.join(events.columns)})")
+            raise InputError(f"events {source}: missing required column '{column}' (has: {', '.join(events.columns)})")
     for column in _STRING_COLUMNS:
         ok = types[column] == "string" or (column == schemas.CUSTOMER_ID and types[column] in ("int", "bigint"))
         if not ok:
-            raise ConfigError(f"events {source}: column '{column}' has type {types[column]}, expected string")
+            raise InputError(f"events {source}: column '{column}' has type {types[column]}, expected string")
     if types[schemas.EVENT_TIME] not in ("timestamp", "timestamp_ntz", "date", "string"):
-        raise ConfigError(
+        raise InputError(
             f"events {source}: column 'event_time' has type {types[schemas.EVENT_TIME]}, "
             "expected timestamp, date or ISO text"
         )
@@ -240,9 +242,13 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
     columns = [F.col(c) for c in input_columns]
     packed = F.shiftleft(F.unix_seconds(F.col(_TS)) + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.col(_ACTION))
     fingerprints = mapped.where(F.col(_REASON).isNull()).select(
-        schemas.CUSTOMER_ID, packed.alias("_p"), F.xxhash64(*columns).alias("h1"), F.hash(*columns).alias("h2"))
-    by_customer = (fingerprints.repartition(partitions, schemas.CUSTOMER_ID) if partitions
-                   else fingerprints.repartition(schemas.CUSTOMER_ID))
+        schemas.CUSTOMER_ID, packed.alias("_p"), F.xxhash64(*columns).alias("h1"), F.hash(*columns).alias("h2")
+    )
+    by_customer = (
+        fingerprints.repartition(partitions, schemas.CUSTOMER_ID)
+        if partitions
+        else fingerprints.repartition(schemas.CUSTOMER_ID)
+    )
     distinct_rows = by_customer.groupBy(schemas.CUSTOMER_ID, "_p", "h1", "h2").agg(F.count(F.lit(1)).alias("_copies"))
     surplus = F.when(F.col("_copies") > 1, F.struct("h1", "h2", (F.col("_copies") - 1).cast("int").alias("n")))
     return distinct_rows.groupBy(schemas.CUSTOMER_ID).agg(
@@ -251,19 +257,24 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
     )
 
 
-def duplicate_rows(timelines: DataFrame, mapped: DataFrame, *, input_columns: Sequence[str],
-                   run_date: dt.date) -> DataFrame:
+def duplicate_rows(
+    timelines: DataFrame, mapped: DataFrame, *, input_columns: Sequence[str], run_date: dt.date
+) -> DataFrame:
     """Surplus copies of exact duplicates (every copy beyond the first), in the ``rejects`` schema.
 
     The raw rows are fetched back from ``mapped`` by fingerprint: duplicates are
     few, so this is a join with a small key set on the scan that also yields
     the other rejects.
     """
-    keys = timelines.where(F.size("_dups") > 0).select(schemas.CUSTOMER_ID, F.explode("_dups").alias("_d")).select(
-        schemas.CUSTOMER_ID, F.col("_d.h1").alias("h1"), F.col("_d.h2").alias("h2"), F.col("_d.n").alias("_n"))
+    keys = (
+        timelines.where(F.size("_dups") > 0)
+        .select(schemas.CUSTOMER_ID, F.explode("_dups").alias("_d"))
+        .select(schemas.CUSTOMER_ID, F.col("_d.h1").alias("h1"), F.col("_d.h2").alias("h2"), F.col("_d.n").alias("_n"))
+    )
     columns = [F.col(c) for c in input_columns]
     candidates = mapped.where(F.col(_REASON).isNull()).select(
-        *input_columns, F.xxhash64(*columns).alias("h1"), F.hash(*columns).alias("h2"))
+        *input_columns, F.xxhash64(*columns).alias("h1"), F.hash(*columns).alias("h2")
+    )
     copies = candidates.join(keys, [schemas.CUSTOMER_ID, "h1", "h2"])
     order = SparkWindow.partitionBy(schemas.CUSTOMER_ID, "h1", "h2").orderBy(*input_columns)
     surplus = copies.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") > 1)
@@ -320,9 +331,7 @@ def build_sequences(
         .select("*", months.alias("_m"))
         .select(
             "*",
-            F.array_except(
-                F.sequence(F.array_min("_m"), F.lit(cutoff_month)), F.col("_m")
-            ).alias("_empty"),
+            F.array_except(F.sequence(F.array_min("_m"), F.lit(cutoff_month)), F.col("_m")).alias("_empty"),
         )
         .select("*", F.array_sort(F.concat("_kept", F.transform("_empty", month_token))).alias("_all"))
         .select("*", F.size("_all").alias("_n"))
@@ -383,9 +392,9 @@ def build_labels(
     exploded = customers.select(schemas.CUSTOMER_ID, _PACKED, F.explode(cases).alias("_case"))
     bought = F.exists(
         _PACKED,
-        lambda x: (x >= F.col("_case.lo"))
-        & (x < F.col("_case.hi"))
-        & (x.bitwiseAND(F.lit(mask)) == F.col("_case.action")),
+        lambda x: (
+            (x >= F.col("_case.lo")) & (x < F.col("_case.hi")) & (x.bitwiseAND(F.lit(mask)) == F.col("_case.action"))
+        ),
     )
     return exploded.select(
         schemas.CUSTOMER_ID,
@@ -398,8 +407,14 @@ def build_labels(
 
 
 # -- job -----------------------------------------------------------------------------
-def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, events_source: str | None = None,
-        products: Sequence[str] = ()) -> dict[str, object]:
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    run_date: dt.date,
+    events_source: str | None = None,
+    products: Sequence[str] = (),
+) -> dict[str, object]:
     """Read events, write ``sequences`` (both views), ``labels``, ``rejects``; record counts in ``runs``."""
     from custembed.jobs.common import lake_from, record_run
 
@@ -413,19 +428,26 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, events_source: s
     cutoff = resolve_cutoff(cfg.sequences, run_date)
     windows = label_windows(cfg.sequences.label_windows, cutoff, run_date)
     product_ids = [(p, catalogue.buy_action_id(p)) for p in products]
-    log.info("sequences: run date %s, cutoff %s, windows %s", run_date, cutoff,
-             ", ".join(f"{w.name} {w.start}..{w.end}" for w in windows) or "none")
+    log.info(
+        "sequences: run date %s, cutoff %s, windows %s",
+        run_date,
+        cutoff,
+        ", ".join(f"{w.name} {w.start}..{w.end}" for w in windows) or "none",
+    )
 
     input_columns = events.columns
     mapped = map_actions(events, catalogue=catalogue, run_date=run_date, time_format=cfg.sequences.time_format)
     timelines = build_timelines(mapped, input_columns=input_columns).persist()
     try:
-        common = dict(max_len=cfg.sequences.max_len, no_action_id=catalogue.no_action_id,
-                      action_texts=catalogue.id_to_text())
+        common = dict(
+            max_len=cfg.sequences.max_len, no_action_id=catalogue.no_action_id, action_texts=catalogue.id_to_text()
+        )
         train_view = build_sequences(timelines, cutoff=cutoff, **common).withColumn(
-            schemas.VIEW, F.lit(schemas.VIEW_TRAIN))
+            schemas.VIEW, F.lit(schemas.VIEW_TRAIN)
+        )
         current_view = build_sequences(timelines, cutoff=run_date, **common).withColumn(
-            schemas.VIEW, F.lit(schemas.VIEW_CURRENT))
+            schemas.VIEW, F.lit(schemas.VIEW_CURRENT)
+        )
         sequences = train_view.unionByName(current_view)
         lake.write_partitions(sequences.withColumn(schemas.DT, F.lit(run_date.isoformat())), "sequences")
         log.info("sequences: wrote both views in %.1f s", time.monotonic() - t0)
@@ -445,8 +467,12 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, events_source: s
     by_reason = {r["reason"]: int(r["n"]) for r in reason_counts}
     rows_read = events.count()
     rows_rejected = sum(by_reason.values())
-    counts = lake.read_partition("sequences", run_date.isoformat()).groupBy(schemas.VIEW).agg(
-        F.count("*").alias("n")).collect()
+    counts = (
+        lake.read_partition("sequences", run_date.isoformat())
+        .groupBy(schemas.VIEW)
+        .agg(F.count("*").alias("n"))
+        .collect()
+    )
     details = {
         "cutoff": cutoff.isoformat(),
         "windows": [[w.name, w.start.isoformat(), w.end.isoformat()] for w in windows],
@@ -464,9 +490,16 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, events_source: s
     }
     ok = rows_read == rows_accepted + rows_rejected
     record_run(
-        lake, job="sequences", run_date=run_date, started=started, status="succeeded" if ok else "failed",
-        rows_read=rows_read, rows_accepted=rows_accepted, rows_rejected=rows_rejected,
-        rejected_by_reason=by_reason, details=json.dumps(details),
+        lake,
+        job="sequences",
+        run_date=run_date,
+        started=started,
+        status="succeeded" if ok else "failed",
+        rows_read=rows_read,
+        rows_accepted=rows_accepted,
+        rows_rejected=rows_rejected,
+        rejected_by_reason=by_reason,
+        details=json.dumps(details),
     )
     if not ok:
         raise RuntimeError(
@@ -478,15 +511,23 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, events_source: s
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--events", help="events: catalogue table, Parquet directory or CSV file (default: raw_events)")
-    parser.add_argument("--products", nargs="*", default=None,
-                        help="products to label (default: score.products from config)")
+    parser.add_argument(
+        "--products", nargs="*", default=None, help="products to label (default: score.products from config)"
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from custembed.jobs.common import job_main
 
-    return job_main("sequences", argv, add_arguments, lambda spark, cfg, args, run_date: run(
-        spark, cfg, run_date=run_date, events_source=args.events,
-        products=args.products if args.products is not None else cfg.score.products,
-    ))
-
+    return job_main(
+        "sequences",
+        argv,
+        add_arguments,
+        lambda spark, cfg, args, run_date: run(
+            spark,
+            cfg,
+            run_date=run_date,
+            events_source=args.events,
+            products=args.products if args.products is not None else cfg.score.products,
+        ),
+    )

@@ -34,11 +34,21 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from custembed.tables import CUSTOMER_ID, TEXT, TOKENS  # the training snapshot's columns (registry)
+
 log = logging.getLogger(__name__)
 
-CUSTOMER_ID = "customer_id"
-TOKENS = "tokens"
-TEXT = "text"
+__all__ = [
+    "CUSTOMER_ID",
+    "TEXT",
+    "TOKENS",
+    "ParquetShardLoader",
+    "RowGroup",
+    "assign_row_groups",
+    "shard_of",
+    "val_bucket",
+]
+
 SPLITS = ("train", "val")
 
 Batch = dict[str, list[Any]]  # column name -> one value per sequence
@@ -134,9 +144,7 @@ class ParquetShardLoader:
             raise ValueError(f"cannot read Parquet sequences at {self.path}: {e}") from e
         missing = [c for c in (CUSTOMER_ID, *self.columns) if c not in dataset.schema.names]
         if missing:
-            raise ValueError(
-                f"{self.path} lacks columns {missing}; it has {dataset.schema.names}"
-            )
+            raise ValueError(f"{self.path} lacks columns {missing}; it has {dataset.schema.names}")
         return dataset
 
     def _row_groups(self, dataset: ds.Dataset) -> list[RowGroup]:
@@ -153,10 +161,7 @@ class ParquetShardLoader:
     def _read(self, dataset: ds.Dataset, groups: Sequence[RowGroup]) -> pa.Table:
         wanted = [CUSTOMER_ID, *self.columns]
         schema = pa.schema([dataset.schema.field(c) for c in wanted])
-        tables = [
-            g.fragment.to_table(columns=wanted, filter=self.filter, schema=dataset.schema)
-            for g in groups
-        ]
+        tables = [g.fragment.to_table(columns=wanted, filter=self.filter, schema=dataset.schema) for g in groups]
         return pa.concat_tables(tables).cast(schema) if tables else schema.empty_table()
 
     @cached_property
@@ -186,7 +191,12 @@ class ParquetShardLoader:
         kept = table.filter(usable).combine_chunks()
         log.info(
             "rank %d/%d: %d %s sequences from %d row groups in %s (%d dropped as empty)",
-            self.rank, self.world_size, kept.num_rows, self.split, len(groups), self.path,
+            self.rank,
+            self.world_size,
+            kept.num_rows,
+            self.split,
+            len(groups),
+            self.path,
             table.num_rows - kept.num_rows,
         )
         return kept

@@ -7,9 +7,12 @@ from collections.abc import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 
+from custembed.tables import CUSTOMER_ID, VECTOR
 
-def count_features(tokens: Sequence[Sequence[int]], *, vocab_size: int, n_special: int,
-                   no_action_id: int) -> np.ndarray:
+
+def count_features(
+    tokens: Sequence[Sequence[int]], *, vocab_size: int, n_special: int, no_action_id: int
+) -> np.ndarray:
     """``[n, vocab_size - n_special + 3]`` float32: log(1 + count) of each action, then
     log(1 + sequence length), log(1 + real events), months since the last real event (trailing
     ``no action`` tokens, each an empty month)."""
@@ -27,14 +30,16 @@ def count_features(tokens: Sequence[Sequence[int]], *, vocab_size: int, n_specia
     return out
 
 
-def count_partitions(*, vocab_size: int, n_special: int,
-                     no_action_id: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def count_partitions(
+    *, vocab_size: int, n_special: int, no_action_id: int
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function: (customer_id, tokens) → (customer_id, vector array<float>)."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         for frame in frames:
-            vectors = count_features(frame["tokens"].tolist(), vocab_size=vocab_size, n_special=n_special,
-                                     no_action_id=no_action_id)
-            yield pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "vector": list(vectors)})
+            vectors = count_features(
+                frame["tokens"].tolist(), vocab_size=vocab_size, n_special=n_special, no_action_id=no_action_id
+            )
+            yield pd.DataFrame({CUSTOMER_ID: frame[CUSTOMER_ID].to_numpy(), VECTOR: list(vectors)})
 
     return run

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from custembed.tables import CLASSIFIER, LABEL, VECTOR
+
 CLASSIFIERS = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "mlp")
 
 
@@ -26,19 +28,43 @@ def make_classifier(name: str, *, seed: int, class_weight: bool = False, threads
     if name == "random_forest":
         from sklearn.ensemble import RandomForestClassifier
 
-        return RandomForestClassifier(n_estimators=200, min_samples_leaf=3, max_depth=12, max_features="sqrt",
-                                      class_weight=weight, random_state=seed, n_jobs=threads)
+        return RandomForestClassifier(
+            n_estimators=200,
+            min_samples_leaf=3,
+            max_depth=12,
+            max_features="sqrt",
+            class_weight=weight,
+            random_state=seed,
+            n_jobs=threads,
+        )
     if name == "xgboost":
         from xgboost import XGBClassifier
 
-        return XGBClassifier(n_estimators=200, max_depth=4, learning_rate=0.05, subsample=0.8,
-                             colsample_bytree=0.8, random_state=seed, n_jobs=threads, verbosity=0)
+        return XGBClassifier(
+            n_estimators=200,
+            max_depth=4,
+            learning_rate=0.05,
+            subsample=0.8,
+            colsample_bytree=0.8,
+            random_state=seed,
+            n_jobs=threads,
+            verbosity=0,
+        )
     if name == "lightgbm":
         from lightgbm import LGBMClassifier
 
-        return LGBMClassifier(n_estimators=200, num_leaves=15, learning_rate=0.05, subsample=0.8,
-                              subsample_freq=1, colsample_bytree=0.8, class_weight=weight, random_state=seed,
-                              n_jobs=threads, verbose=-1)
+        return LGBMClassifier(
+            n_estimators=200,
+            num_leaves=15,
+            learning_rate=0.05,
+            subsample=0.8,
+            subsample_freq=1,
+            colsample_bytree=0.8,
+            class_weight=weight,
+            random_state=seed,
+            n_jobs=threads,
+            verbose=-1,
+        )
     if name == "logistic_regression":
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
@@ -50,8 +76,10 @@ def make_classifier(name: str, *, seed: int, class_weight: bool = False, threads
         from sklearn.pipeline import make_pipeline
         from sklearn.preprocessing import StandardScaler
 
-        return make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=500,
-                                                             early_stopping=True, random_state=seed))
+        return make_pipeline(
+            StandardScaler(),
+            MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=500, early_stopping=True, random_state=seed),
+        )
     raise ValueError(f"unknown classifier {name!r} (known: {', '.join(CLASSIFIERS)}, spark_random_forest)")
 
 
@@ -62,8 +90,9 @@ def stack(vectors: pd.Series) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
 
 
-def fit(features: np.ndarray, labels: np.ndarray, *, classifier: str, seed: int,
-        class_weight: bool = False) -> tuple[bytes, str]:
+def fit(
+    features: np.ndarray, labels: np.ndarray, *, classifier: str, seed: int, class_weight: bool = False
+) -> tuple[bytes, str]:
     """Fit one classifier; (pickled model, message). One class only → no model and a message saying so."""
     classes = np.unique(labels)
     if len(classes) < 2:
@@ -74,20 +103,26 @@ def fit(features: np.ndarray, labels: np.ndarray, *, classifier: str, seed: int,
     return pickle.dumps(model), "ok"
 
 
-def fit_groups(*, seed: int, class_weight: bool,
-               keys: tuple[str, ...]) -> Callable[[pd.DataFrame], pd.DataFrame]:
+def fit_groups(*, seed: int, class_weight: bool, keys: tuple[str, ...]) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """An ``applyInPandas`` function: one group's (keys..., classifier, vector, label) → one row
     (keys..., classifier, model, train_rows, train_seconds, message)."""
 
     def run(group: pd.DataFrame) -> pd.DataFrame:
         t0 = time.perf_counter()
-        classifier = str(group["classifier"].iloc[0])
-        features = stack(group["vector"])
-        labels = group["label"].to_numpy(dtype=np.int64)
+        classifier = str(group[CLASSIFIER].iloc[0])
+        features = stack(group[VECTOR])
+        labels = group[LABEL].to_numpy(dtype=np.int64)
         model, message = fit(features, labels, classifier=classifier, seed=seed, class_weight=class_weight)
         row: dict[str, Any] = {k: [group[k].iloc[0]] for k in keys}
-        row.update({"classifier": [classifier], "model": [model], "train_rows": [len(group)],
-                    "train_seconds": [time.perf_counter() - t0], "message": [message]})
+        row.update(
+            {
+                CLASSIFIER: [classifier],
+                "model": [model],
+                "train_rows": [len(group)],
+                "train_seconds": [time.perf_counter() - t0],
+                "message": [message],
+            }
+        )
         return pd.DataFrame(row)
 
     return run
@@ -95,7 +130,7 @@ def fit_groups(*, seed: int, class_weight: bool,
 
 @functools.lru_cache(maxsize=64)
 def _unpickle(blob: bytes) -> Any:
-    return pickle.loads(blob)  # noqa: S301 - models this job trained and broadcast itself
+    return pickle.loads(blob)  # models this job trained and broadcast itself
 
 
 def predict(model_blob: bytes, features: np.ndarray) -> np.ndarray:
@@ -106,8 +141,9 @@ def predict(model_blob: bytes, features: np.ndarray) -> np.ndarray:
     return np.asarray(model.predict_proba(features)[:, 1], dtype=np.float64)
 
 
-def score_partitions(models: Any, key_columns: tuple[str, ...]) -> Callable[[Iterator[pd.DataFrame]],
-                                                                          Iterator[pd.DataFrame]]:
+def score_partitions(
+    models: Any, key_columns: tuple[str, ...]
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function scoring (key columns..., vector, ...) rows with the model of their key.
 
     ``models`` is a mapping key tuple → pickled model, or a Spark broadcast of one (read on the executor).
@@ -121,8 +157,8 @@ def score_partitions(models: Any, key_columns: tuple[str, ...]) -> Callable[[Ite
             for key in set(keys):
                 rows = np.flatnonzero([k == key for k in keys])
                 blob = table.get(key, b"")
-                scores[rows] = predict(blob, stack(frame["vector"].iloc[rows]))
-            out = frame.drop(columns=["vector"])
+                scores[rows] = predict(blob, stack(frame[VECTOR].iloc[rows]))
+            out = frame.drop(columns=[VECTOR])
             out["score"] = scores
             yield out
 

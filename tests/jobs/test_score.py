@@ -1,26 +1,101 @@
-"""The distributed classifier path (MLlib random forest) on tiny frames."""
+"""The scoring job's units: the plan (no Spark), and fit → apply with MLlib forests and scikit-learn models."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from pyspark.sql import functions as F
 
-from custembed.jobs.score import SPARK_RF, spark_forest
+from custembed.config import ComparisonConfig, ConfigError, ScoreConfig
+from custembed.errors import InputError
+from custembed.jobs.score import SPARK_RF, ScorePlan, apply, fit, fit_forests, plan_scoring
+
+DAY = "2023-07-31"
 
 
-def test_spark_forest_fits_once_and_scores_every_target(spark) -> None:  # type: ignore[no-untyped-def]
+def _plan(**changes: object) -> ScorePlan:
+    settings = {"products": ("p", "q"), "classifier": "random_forest", **changes}
+    return plan_scoring(
+        ScoreConfig(**settings),
+        day=DAY,
+        available_sources=["s", "t"],  # type: ignore[arg-type]
+        label_windows=["test", "train"],
+    )
+
+
+def test_plan_covers_every_source_and_product_and_the_comparison() -> None:
+    plan = _plan(comparison=ComparisonConfig(product="q", source="t", classifiers=("random_forest", "mlp", SPARK_RF)))
+    assert plan.sources == ("s", "t") and plan.products == ("p", "q")
+    assert plan.tasks == (
+        ("s", "p", "random_forest"),
+        ("s", "q", "random_forest"),
+        ("t", "p", "random_forest"),
+        ("t", "q", "random_forest"),
+        ("t", "q", "mlp"),
+    )
+    assert not plan.class_weight and _plan(balance="class_weight").class_weight
+
+
+def test_plan_rejects_what_cannot_be_scored() -> None:
+    with pytest.raises(ConfigError, match="score.products is empty"):
+        _plan(products=())
+    with pytest.raises(InputError, match="no embeddings of source 'u'.*available: s, t"):
+        _plan(sources=("s", "u"))
+    with pytest.raises(ConfigError, match="score.balance"):
+        _plan(balance="oversample")
+    with pytest.raises(ConfigError, match="comparison.product 'r'"):
+        _plan(comparison=ComparisonConfig(product="r"))
+    with pytest.raises(InputError, match="lack the train or test window"):
+        plan_scoring(ScoreConfig(products=("p",)), day=DAY, available_sources=["s"], label_windows=["train"])
+
+
+def _train(spark):  # type: ignore[no-untyped-def]
     rng = np.random.default_rng(0)
     labels = (rng.random(120) < 0.5).astype(int)
     vectors = rng.normal(size=(120, 4)) + labels[:, None] * 2.0
-    rows = [("s", "p", f"c{i}", [float(x) for x in v], int(y)) for i, (v, y) in enumerate(zip(vectors, labels,
-                                                                                            strict=True))]
-    train = spark.createDataFrame(rows, "source string, product string, customer_id string, vector array<double>, "
-                                        "label int")
-    target = train.drop("label").withColumn("classifier", F.lit(SPARK_RF))
-    info, (first, second) = spark_forest(train, [target, target.limit(10)], seed=1)
-    assert [r["classifier"] for r in info.collect()] == [SPARK_RF]
-    scores = {r["customer_id"]: r["score"] for r in first.collect()}
-    assert len(scores) == 120 and second.count() == 10
-    buyers = np.mean([scores[f"c{i}"] for i in range(120) if labels[i]])
-    others = np.mean([scores[f"c{i}"] for i in range(120) if not labels[i]])
-    assert buyers > others + 0.3
+    rows = [
+        ("s", "p", f"c{i}", [float(x) for x in v], int(y)) for i, (v, y) in enumerate(zip(vectors, labels, strict=True))
+    ]
+    train = spark.createDataFrame(
+        rows, "source string, product string, customer_id string, vector array<double>, label int"
+    )
+    return train, labels
+
+
+def _separates(scores: dict[str, float], labels: np.ndarray) -> bool:
+    buyers = np.mean([scores[f"c{i}"] for i in range(len(labels)) if labels[i]])
+    others = np.mean([scores[f"c{i}"] for i in range(len(labels)) if not labels[i]])
+    return bool(buyers > others + 0.3)
+
+
+def test_fit_forests_fits_one_forest_per_source_and_product(spark) -> None:  # type: ignore[no-untyped-def]
+    train, labels = _train(spark)
+    info, forests = fit_forests(train, seed=1)
+    assert [r["classifier"] for r in info.collect()] == [SPARK_RF] and list(forests) == [("s", "p")]
+
+
+def test_one_fit_and_apply_path_for_both_families(spark) -> None:  # type: ignore[no-untyped-def]
+    train, labels = _train(spark)
+    plan = ScorePlan(
+        day=DAY,
+        sources=("s",),
+        products=("p",),
+        classifier=SPARK_RF,
+        tasks=(("s", "p", SPARK_RF), ("s", "p", "logistic_regression")),
+        class_weight=False,
+        seed=1,
+        threshold=0.5,
+        scoring_source=None,
+    )
+    models = fit(train, plan)
+    assert sorted(r["classifier"] for r in models.info.collect()) == ["logistic_regression", SPARK_RF]
+    assert "model" not in models.info.columns
+    targets = train.drop("label").crossJoin(
+        spark.createDataFrame([(SPARK_RF,), ("logistic_regression",)], "classifier string")
+    )
+    scored = apply(models, targets)
+    assert "vector" not in scored.columns and "score" in scored.columns
+    for classifier in (SPARK_RF, "logistic_regression"):
+        scores = {r["customer_id"]: r["score"] for r in scored.where(F.col("classifier") == classifier).collect()}
+        assert len(scores) == 120 and _separates(scores, labels), classifier
+    assert apply(models, targets.limit(10).where(F.col("classifier") == SPARK_RF)).count() == 10

@@ -96,9 +96,7 @@ def test_hive_partition_filter_and_success_marker(write_sequences: WriteSequence
     path = write_sequences(40, partitions=("2024-01-01", "2024-02-01"))
     assert (path / "_SUCCESS").is_file()
     everything = ParquetShardLoader(path, columns=("tokens",), batch_size=4)
-    february = ParquetShardLoader(
-        path, columns=("tokens",), batch_size=4, filter=pc.field("dt") == "2024-02-01"
-    )
+    february = ParquetShardLoader(path, columns=("tokens",), batch_size=4, filter=pc.field("dt") == "2024-02-01")
     assert everything.num_rows == 80
     assert february.num_rows == 40 and all(c.startswith("c1-") for c in customers(february))
 

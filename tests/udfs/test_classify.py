@@ -36,8 +36,9 @@ def test_one_class_gives_a_message_not_a_crash() -> None:
 
 def test_grouped_fit_and_partition_scoring_roundtrip() -> None:
     features, labels = separable(120)
-    group = pd.DataFrame({"source": "s", "product": "p", "classifier": "logistic_regression",
-                          "vector": list(features), "label": labels})
+    group = pd.DataFrame(
+        {"source": "s", "product": "p", "classifier": "logistic_regression", "vector": list(features), "label": labels}
+    )
     row = fit_groups(seed=0, class_weight=False, keys=("source", "product"))(group)
     assert row.loc[0, "message"] == "ok" and row.loc[0, "train_rows"] == 120
     models = {("s", "p", "logistic_regression"): row.loc[0, "model"]}

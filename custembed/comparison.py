@@ -1,0 +1,133 @@
+"""The model comparison: metrics of one classifier per product and embedding source, in pandas.
+
+One computation behind every view of it: the scoring job's text table, the
+notebooks' ``explore.model_comparison`` and the HTML report. Input is rows of
+``model_metrics`` (any columns besides ``product``, ``source``,
+``classifier`` and the values compared); no pyspark here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pandas as pd
+
+from custembed.errors import InputError
+from custembed.tables import CLASSIFIER, PRODUCT, SOURCE
+
+log = logging.getLogger(__name__)
+
+# Metrics compared, in display order (higher is better for all three).
+COMPARISON_METRICS: tuple[str, ...] = ("auc", "f1", "top10_lift")
+KEYS = (PRODUCT, SOURCE)
+
+
+def _first_seen(values: pd.Series) -> list[str]:
+    return [str(value) for value in pd.unique(values.astype(str))]
+
+
+def model_comparison(
+    metrics: pd.DataFrame,
+    *,
+    classifier: str,
+    values: Sequence[str] = COMPARISON_METRICS,
+    sort: bool = True,
+    duplicates: str = "error",
+    where: str = "model_metrics",
+) -> pd.DataFrame:
+    """One classifier's ``values`` per product (rows) and source (columns).
+
+    Args:
+        metrics: ``model_metrics`` rows, several classifiers allowed.
+        classifier: the classifier compared.
+        values: metric columns to show, in order.
+        sort: products and sources sorted (``True``) or in order of first appearance.
+        duplicates: ``"error"`` refuses several rows for one (product, source); ``"last"`` keeps the last.
+        where: what ``metrics`` is, for messages.
+
+    Returns:
+        One row per product; columns a two-level index ``(metric, source)``,
+        metrics in the order of ``values``; floats, NaN where a product has no
+        value for a source (e.g. AUC when the test window has no buyers).
+
+    Raises:
+        InputError: the classifier has no rows (the available ones are listed), or
+            duplicated (product, source) rows with ``duplicates="error"``.
+    """
+    if duplicates not in ("error", "last"):
+        raise ValueError(f"duplicates must be 'error' or 'last', got {duplicates!r}")
+    available = sorted(str(name) for name in metrics[CLASSIFIER].dropna().unique()) if len(metrics) else []
+    if classifier not in available:
+        raise InputError(f"unknown classifier {classifier!r} in {where}; available: {', '.join(available) or 'none'}")
+    chosen = metrics[metrics[CLASSIFIER].astype(str) == classifier]
+    chosen = chosen.assign(**{PRODUCT: chosen[PRODUCT].astype(str), SOURCE: chosen[SOURCE].astype(str)})
+    repeated = chosen.duplicated(list(KEYS), keep="last")
+    if repeated.any() and duplicates == "error":
+        pairs = chosen.loc[repeated, list(KEYS)].drop_duplicates().values.tolist()
+        raise InputError(f"{where} has several {classifier} rows for (product, source) {pairs}")
+    if repeated.any():
+        log.warning(
+            "%d duplicate %s rows of %s for (product, source); keeping the last of each",
+            int(repeated.sum()),
+            where,
+            classifier,
+        )
+        chosen = chosen[~repeated]
+    products = sorted(chosen[PRODUCT].unique()) if sort else _first_seen(chosen[PRODUCT])
+    sources = sorted(chosen[SOURCE].unique()) if sort else _first_seen(chosen[SOURCE])
+    table = chosen.pivot(index=PRODUCT, columns=SOURCE, values=list(values))
+    table = table.apply(pd.to_numeric, errors="coerce").astype(float)
+    table = table.reindex(index=products, columns=pd.MultiIndex.from_product([list(values), sources]))
+    table.columns.names = ["metric", SOURCE]
+    table.index.name = PRODUCT
+    return table
+
+
+def best_sources(comparison: pd.DataFrame) -> pd.DataFrame:
+    """Which source wins each metric per product, from :func:`model_comparison`'s table.
+
+    Returns:
+        Rows as ``comparison`` (products), one column per metric holding the
+        source with the highest value; ``None`` where no source has a value.
+        A tie goes to the source that comes first.
+    """
+    winners: dict[str, list[str | None]] = {}
+    for metric in comparison.columns.get_level_values(0).unique():
+        values = comparison[metric]
+        winners[str(metric)] = [None if row.isna().all() else str(row.idxmax()) for _, row in values.iterrows()]
+    return pd.DataFrame(winners, index=comparison.index)
+
+
+def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str) -> list[str]:
+    """The comparison as text lines: per product and source AUC, F1, top-10 % lift and buyers; then means.
+
+    ``comparison`` is :func:`model_comparison` with ``values`` ``auc, f1, top10_lift, positives``. The mean
+    AUC per source is over the products with an AUC, its mean lift over the same products.
+    """
+
+    def fmt(value: float, width: int) -> str:
+        return f"{'-':>{width}}" if pd.isna(value) else f"{value:>{width}.3f}"
+
+    lines = [
+        f"\nmodel comparison ({classifier}, test window, run date {day})",
+        f"{'product':<18} {'source':<10} {'AUC':>6} {'F1':>6} {'lift@10%':>9} {'buyers':>7}",
+    ]
+    sources = list(comparison["auc"].columns)
+    for product in comparison.index:
+        for source in sources:
+            row = comparison.loc[product, (slice(None), source)].droplevel(SOURCE)
+            if row.isna().all():
+                continue
+            buyers = "-" if pd.isna(row["positives"]) else str(int(row["positives"]))
+            lines.append(
+                f"{product:<18} {source:<10} {fmt(row['auc'], 6)} {fmt(row['f1'], 6)} "
+                f"{fmt(row['top10_lift'], 9)} {buyers:>7}"
+            )
+    for source in sources:
+        auc = comparison[("auc", source)]
+        if auc.notna().any():
+            lift = comparison[("top10_lift", source)][auc.notna()].dropna()
+            lift_mean = float(lift.mean()) if len(lift) else 0.0
+            lines.append(f"{'mean':<18} {source:<10} {auc.mean():>6.3f} {'':>6} {lift_mean:>9.3f}")
+    return lines

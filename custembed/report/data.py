@@ -1,0 +1,126 @@
+"""What the report shows (:class:`ReportData`) and the checks on it; the columns come from the table registry."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from custembed import tables
+
+# Columns each input frame must have when it has rows (``message`` is optional), from the table registry.
+METRIC_COLUMNS: tuple[str, ...] = tables.select_columns(
+    "model_metrics", first=("source", "product"), without=("dt", "train_rows", "train_seconds", "message")
+)
+METRIC_OPTIONAL_COLUMNS: tuple[str, ...] = ("message",)
+DECILE_COLUMNS: tuple[str, ...] = tables.select_columns("decile_lift", first=("source",), without=("dt",))
+# Only ``source`` is required; a missing column shows as "–" like a NaN.
+MODEL_INFO_COLUMNS: tuple[str, ...] = (
+    "source",
+    "parameters",
+    "hidden_size",
+    "train_seconds",
+    "embed_customers_per_s",
+    "val_loss",
+    "val_accuracy",
+    "hr_at_10",
+    "ndcg_at_10",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class ReportData:
+    """Everything the report shows, as plain driver-side values.
+
+    Every field may be ``None`` or empty; its section then shows a short
+    "not available" note. Frames with rows must carry the columns listed in
+    the module constants (:data:`METRIC_COLUMNS`, :data:`DECILE_COLUMNS`,
+    ``source`` for ``model_info``); a missing column is a ``ValueError``.
+
+    Attributes:
+        title: page title and heading.
+        run_date: the run's date partition (``YYYY-MM-DD``).
+        generated_at: when the report was generated (free text, e.g. ISO time).
+        summary: key/value lines at the top (tables location, rows read/accepted/rejected…).
+        default_classifier: classifier whose rows feed the model comparison and decile lift.
+        metrics: one row per (source, product, classifier): :data:`METRIC_COLUMNS` (+ ``message``).
+        decile_lift: one row per (source, product, classifier, decile): :data:`DECILE_COLUMNS`;
+            decile 1 is the 10 % of customers with the highest scores.
+        classifier_comparison: metric rows (same columns as ``metrics``) of several
+            classifiers on one product and one source.
+        model_info: one row per source: :data:`MODEL_INFO_COLUMNS` (NaN where unknown).
+        projections: per source, ``(embeddings [n, H] float, is_buyer [n] bool)``.
+        attention: per state (e.g. "pre-trained", "fine-tuned", in that order) a mapping
+            ``"layer L head H"`` -> ``[K, K]`` mean attention between behaviour types.
+        attention_labels: the K behaviour names, row/column order of the attention matrices.
+        notes: free-text lines shown at the end.
+    """
+
+    title: str = "custembed report"
+    run_date: str = ""
+    generated_at: str = ""
+    summary: Mapping[str, object] | None = None
+    default_classifier: str = "random_forest"
+    metrics: pd.DataFrame | None = None
+    decile_lift: pd.DataFrame | None = None
+    classifier_comparison: pd.DataFrame | None = None
+    model_info: pd.DataFrame | None = None
+    projections: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
+    attention: Mapping[str, Mapping[str, np.ndarray]] | None = None
+    attention_labels: Sequence[str] | None = None
+    notes: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        _check_frame("metrics", self.metrics, METRIC_COLUMNS)
+        _check_frame("decile_lift", self.decile_lift, DECILE_COLUMNS)
+        _check_frame("classifier_comparison", self.classifier_comparison, METRIC_COLUMNS)
+        _check_frame("model_info", self.model_info, ("source",))
+        _check_projections(self.projections)
+        _check_attention(self.attention, self.attention_labels)
+
+
+def _check_frame(name: str, frame: pd.DataFrame | None, required: Sequence[str]) -> None:
+    if frame is None:
+        return
+    if not isinstance(frame, pd.DataFrame):
+        raise TypeError(f"ReportData.{name} must be a pandas DataFrame or None, got {type(frame).__name__}")
+    if frame.empty:
+        return
+    missing = [column for column in required if column not in frame.columns]
+    if missing:
+        raise ValueError(f"ReportData.{name} lacks column(s) {missing}; it has {list(frame.columns)}")
+
+
+def _check_projections(projections: Mapping[str, tuple[np.ndarray, np.ndarray]] | None) -> None:
+    for source, pair in (projections or {}).items():
+        if len(pair) != 2:
+            raise ValueError(
+                f"ReportData.projections[{source!r}] must be (embeddings, is_buyer), got {len(pair)} items"
+            )
+        embeddings, is_buyer = (np.asarray(part) for part in pair)
+        if embeddings.ndim != 2:
+            raise ValueError(
+                f"ReportData.projections[{source!r}] embeddings must be [n, H], got shape {embeddings.shape}"
+            )
+        if is_buyer.shape != (embeddings.shape[0],):
+            raise ValueError(
+                f"ReportData.projections[{source!r}] is_buyer must have shape ({embeddings.shape[0]},) "
+                f"to match the embeddings, got {is_buyer.shape}"
+            )
+
+
+def _check_attention(attention: Mapping[str, Mapping[str, np.ndarray]] | None, labels: Sequence[str] | None) -> None:
+    for state, maps in (attention or {}).items():
+        for key, matrix in maps.items():
+            shape = np.shape(matrix)
+            if len(shape) != 2 or shape[0] != shape[1]:
+                raise ValueError(
+                    f"ReportData.attention[{state!r}][{key!r}] must be a square [K, K] matrix, got {shape}"
+                )
+            if labels is not None and len(labels) and shape[0] != len(labels):
+                raise ValueError(
+                    f"ReportData.attention[{state!r}][{key!r}] is {shape} but attention_labels has "
+                    f"{len(labels)} names: {list(labels)}"
+                )

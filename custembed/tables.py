@@ -1,0 +1,446 @@
+"""The table registry: every table's name, columns and types, partitions, writer and location. No pyspark here.
+
+One :class:`Table` per logical table. Types are Spark SQL type strings
+(``array<int>``, ``map<string,bigint>``): ``custembed.schemas`` builds the
+Spark ``StructType`` of each table from them, ``custembed.io`` writes and reads
+through them, ``custembed.explore`` reads the files with pyarrow from them and
+``docs/tables.md`` documents them for analysts.
+
+Location rule (:func:`physical_name`, :func:`warehouse_path`): a logical
+table ``t`` lives in the catalogue database (``project.database``) as
+```db`.`t```, unless ``tables: {t: other}`` in the config remaps it: a name
+with a dot is used as given (``other_db.seq``), one without stays in the
+database. On the embedded default the files of ``db.t`` sit under
+``<lake_dir>/warehouse/db.db/t`` (Spark keeps the tables of ``default``
+directly under the warehouse directory). Files that are not catalogue tables
+(the training snapshot) live under a directory of the lake that the caller
+names (:data:`FILES` tables).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+# -- column names used across the package -------------------------------------
+CUSTOMER_ID = "customer_id"
+EVENT_TIME = "event_time"
+EVENT_TYPE = "event_type"
+ITEM = "item"
+RAW_EVENT_COLUMNS = (CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, ITEM)
+TOKENS = "tokens"
+TEXT = "text"
+VECTOR = "vector"
+SOURCE = "source"
+PRODUCT = "product"
+CLASSIFIER = "classifier"
+LABEL = "label"
+LABEL_WINDOW = "label_window"
+SCORE = "score"
+DECILE = "decile"
+
+DT = "dt"  # run-date partition, YYYY-MM-DD text
+VIEW = "view"  # sequences partition: "train" (cutoff before label windows) or "current" (cutoff = run date)
+VIEW_TRAIN = "train"
+VIEW_CURRENT = "current"
+
+DEFAULT_DATABASE = "custembed"
+WAREHOUSE_DIR = "warehouse"  # under the lake directory, on the embedded default
+
+# how a job writes a table
+PARTITIONS = "partitions"  # dynamic overwrite of the partitions present in the rows
+APPEND = "append"  # audit tables: rows are only ever added
+REPLACE = "replace"  # the whole table at once (inputs)
+VIEW_KIND = "view"  # a SQL view over another table
+FILES = "files"  # Parquet files under a lake directory, not in the catalogue
+KINDS = (PARTITIONS, APPEND, REPLACE, VIEW_KIND, FILES)
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: its name, Spark SQL type and meaning."""
+
+    name: str
+    type: str
+    doc: str = ""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A logical table: what it holds and how it is written.
+
+    Attributes:
+        name: logical name (``embeddings``); the physical one follows :func:`physical_name`.
+        columns: every column in on-disk order, partition columns last.
+        partitions: partition columns, outermost first.
+        written_by: the ``custembed`` command that writes it (named when it is missing).
+        kind: one of :data:`KINDS`.
+        one_row_per: what a row stands for.
+        view_of: for a view, the table it selects from; ``view_where`` its condition,
+            with ``{table}`` standing for that table's physical name.
+    """
+
+    name: str
+    columns: tuple[Column, ...]
+    partitions: tuple[str, ...]
+    written_by: str
+    kind: str
+    one_row_per: str
+    view_of: str | None = None
+    view_where: str = ""
+
+    def __post_init__(self) -> None:
+        names = self.column_names
+        if self.kind not in KINDS:
+            raise ValueError(f"table {self.name}: kind {self.kind!r} is not one of {KINDS}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"table {self.name}: a column appears twice in {names}")
+        if self.partitions and names[-len(self.partitions) :] != self.partitions:
+            raise ValueError(f"table {self.name}: partitions {self.partitions} must be its last columns {names}")
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return tuple(column.name for column in self.columns)
+
+    @property
+    def types(self) -> dict[str, str]:
+        """Column name → Spark SQL type."""
+        return {column.name: column.type for column in self.columns}
+
+    def ddl(self) -> str:
+        """The columns as a Spark DDL string (``customer_id string, vector array<float>, ...``)."""
+        return ", ".join(f"{column.name} {column.type}" for column in self.columns)
+
+
+def _c(name: str, type_: str, doc: str = "") -> Column:
+    return Column(name, type_, doc)
+
+
+_RAW_EVENT_FIELDS = (
+    _c(CUSTOMER_ID, "string", "customer key; nulls and blanks are rejected by step 1"),
+    _c(EVENT_TIME, "timestamp", "when the event happened (UTC)"),
+    _c(EVENT_TYPE, "string", "raw event code, mapped to a behaviour by the action catalogue"),
+    _c(ITEM, "string", "raw item code, mapped through the catalogue's items"),
+)
+
+_TABLES: tuple[Table, ...] = (
+    Table(
+        "raw_events",
+        (
+            *_RAW_EVENT_FIELDS,
+            _c("channel", "string", "store, online or call (generated data only)"),
+            _c("amount", "double", "purchase amount for buying events (generated data only)"),
+        ),
+        (),
+        "generate",
+        REPLACE,
+        "raw event (input)",
+    ),
+    Table(
+        "online_retail_events",
+        (
+            _c(CUSTOMER_ID, "string"),
+            _c(EVENT_TIME, "string", "ISO text, parsed by step 1"),
+            _c(EVENT_TYPE, "string"),
+            _c(ITEM, "string"),
+            _c("invoice", "string"),
+            _c("stock_code", "string"),
+            _c("quantity", "int"),
+            _c("unit_price", "double"),
+            _c("country", "string"),
+        ),
+        (),
+        "retail",
+        REPLACE,
+        "Online Retail invoice line (input)",
+    ),
+    Table(
+        "online_retail_lines",
+        tuple(
+            _c(name, "string")
+            for name in (
+                "InvoiceNo",
+                "StockCode",
+                "Description",
+                "Quantity",
+                "InvoiceDate",
+                "UnitPrice",
+                "CustomerID",
+                "Country",
+            )
+        ),
+        (),
+        "the UCI Online Retail CSV",
+        FILES,
+        "invoice line, every column as text (read by `retail`)",
+    ),
+    Table(
+        "rejects",
+        (
+            _c("reason", "string", "why step 1 could not use the row"),
+            _c(CUSTOMER_ID, "string"),
+            _c(EVENT_TIME, "string"),
+            _c(EVENT_TYPE, "string"),
+            _c(ITEM, "string"),
+            _c("raw", "string", "the whole input row as JSON, extra columns included"),
+            _c(DT, "string"),
+        ),
+        (DT,),
+        "sequences",
+        PARTITIONS,
+        "unusable input row",
+    ),
+    Table(
+        "sequences",
+        (
+            _c(CUSTOMER_ID, "string"),
+            _c("cutoff", "string", "last day included in this view"),
+            _c(TOKENS, "array<int>", "action ids oldest → newest"),
+            _c(TEXT, "string", "the same sequence as words"),
+            _c("seq_len", "int", "length kept (<= max_len)"),
+            _c("full_len", "int", "length before truncation"),
+            _c("n_events", "int", "real events up to the cutoff"),
+            _c("n_no_action", "int", "empty months filled with 'no action'"),
+            _c("first_event_time", "timestamp"),
+            _c("last_event_time", "timestamp"),
+            _c(DT, "string"),
+            _c(VIEW, "string"),
+        ),
+        (DT, VIEW),
+        "sequences",
+        PARTITIONS,
+        "customer × view",
+    ),
+    Table(
+        "labels",
+        (
+            _c(CUSTOMER_ID, "string"),
+            _c(PRODUCT, "string"),
+            _c(LABEL_WINDOW, "string"),
+            _c("window_start", "string"),
+            _c("window_end", "string"),
+            _c(LABEL, "int", "1 if the customer bought the product in the window"),
+            _c(DT, "string"),
+        ),
+        (DT,),
+        "sequences",
+        PARTITIONS,
+        "customer × product × label window",
+    ),
+    Table(
+        "runs",
+        (
+            _c("run_id", "string"),
+            _c("job", "string"),
+            _c("status", "string", "succeeded | failed"),
+            _c("started_at", "timestamp"),
+            _c("finished_at", "timestamp"),
+            _c("rows_read", "bigint"),
+            _c("rows_accepted", "bigint"),
+            _c("rows_rejected", "bigint"),
+            _c("rejected_by_reason", "map<string,bigint>"),
+            _c("details", "string", "JSON: job-specific figures"),
+            _c(DT, "string"),
+        ),
+        (DT,),
+        "any job",
+        APPEND,
+        "job run (audit log)",
+    ),
+    Table(
+        "embeddings",
+        (
+            _c(CUSTOMER_ID, "string"),
+            _c("model_name", "string"),
+            _c("model_version", "string"),
+            _c(VECTOR, "array<float>"),
+            _c(DT, "string"),
+            _c(VIEW, "string"),
+            _c(SOURCE, "string"),
+        ),
+        (DT, VIEW, SOURCE),
+        "embed",
+        PARTITIONS,
+        "customer × view × source",
+    ),
+    Table(
+        "propensity_scores",
+        (
+            _c(CUSTOMER_ID, "string"),
+            _c(PRODUCT, "string"),
+            _c(SCORE, "double"),
+            _c(DECILE, "int", "1 = the 10 % most likely buyers"),
+            _c(CLASSIFIER, "string"),
+            _c(DT, "string"),
+            _c(SOURCE, "string"),
+        ),
+        (DT, SOURCE),
+        "score",
+        PARTITIONS,
+        "customer × product × source",
+    ),
+    Table(
+        "model_metrics",
+        (
+            _c(PRODUCT, "string"),
+            _c(CLASSIFIER, "string"),
+            _c("rows", "bigint"),
+            _c("positives", "bigint"),
+            _c("auc", "double"),
+            _c("f1", "double"),
+            _c("precision", "double"),
+            _c("recall", "double"),
+            _c("accuracy", "double"),
+            _c("top10_lift", "double"),
+            _c("train_rows", "bigint"),
+            _c("train_seconds", "double"),
+            _c("message", "string"),
+            _c(DT, "string"),
+            _c(SOURCE, "string"),
+        ),
+        (DT, SOURCE),
+        "score",
+        PARTITIONS,
+        "product × classifier × source",
+    ),
+    Table(
+        "decile_lift",
+        (
+            _c(PRODUCT, "string"),
+            _c(CLASSIFIER, "string"),
+            _c(DECILE, "int"),
+            _c("customers", "bigint"),
+            _c("buyers", "bigint"),
+            _c("buy_rate", "double"),
+            _c("lift", "double"),
+            _c("cumulative_lift", "double"),
+            _c(DT, "string"),
+            _c(SOURCE, "string"),
+        ),
+        (DT, SOURCE),
+        "score",
+        PARTITIONS,
+        "product × classifier × decile × source",
+    ),
+    Table(
+        "top_decile_customers",
+        (
+            _c(CUSTOMER_ID, "string"),
+            _c(PRODUCT, "string"),
+            _c(SOURCE, "string"),
+            _c(CLASSIFIER, "string"),
+            _c(SCORE, "double"),
+            _c(DT, "string"),
+        ),
+        (),
+        "score",
+        VIEW_KIND,
+        "customer × product × source, latest date, decile 1",
+        view_of="propensity_scores",
+        view_where="decile = 1 AND dt = (SELECT max(dt) FROM {table})",
+    ),
+    Table(
+        "training_snapshot",
+        (
+            _c(CUSTOMER_ID, "string"),
+            _c(TOKENS, "array<int>"),
+            _c(TEXT, "string"),
+        ),
+        (),
+        "train",
+        FILES,
+        "train-view sequence, as the training processes read it",
+    ),
+)
+
+TABLES: Mapping[str, Table] = {table.name: table for table in _TABLES}
+
+
+def table(name: str) -> Table:
+    """The registered table of a logical name; ``KeyError`` naming the known ones otherwise."""
+    try:
+        return TABLES[name]
+    except KeyError:
+        raise KeyError(f"unknown table {name!r} (registered: {', '.join(TABLES)})") from None
+
+
+def select_columns(name: str, *, first: Sequence[str] = (), without: Sequence[str] = ()) -> tuple[str, ...]:
+    """Column names of a table, ``first`` moved to the front, ``without`` left out (display orders)."""
+    names = table(name).column_names
+    unknown = [column for column in (*first, *without) if column not in names]
+    if unknown:
+        raise KeyError(f"table {name} has no column(s) {unknown}")
+    rest = [column for column in names if column not in first and column not in without]
+    return (*first, *rest)
+
+
+def missing_hint(name: str) -> str:
+    """What to run when a table is missing (``run `custembed score` first``)."""
+    spec = TABLES.get(name)
+    if spec is None or spec.written_by == "any job" or spec.kind == FILES:
+        return "run the job that writes it first"
+    return f"run `custembed {spec.written_by}` first"
+
+
+# -- location rule ---------------------------------------------------------------
+
+
+def physical_name(logical: str, database: str, overrides: Mapping[str, str] | None = None) -> str:
+    """Catalogue name of a logical table: ```db`.`t```, or an override as given when it names a database."""
+    physical = (overrides or {}).get(logical, logical)
+    return physical if "." in physical else f"`{database}`.`{physical}`"
+
+
+def split_name(name: str, database: str) -> tuple[str, str]:
+    """``(database, table)`` of a physical name with or without a database (backticks removed)."""
+    bare = name.replace("`", "")
+    if "." in bare:
+        database, bare = bare.split(".", 1)
+    if not bare or not database:
+        raise ValueError(f"table and database must not be empty, got database={database!r} table={bare!r}")
+    return database, bare
+
+
+def warehouse_dir(lake_dir: str | os.PathLike[str]) -> Path:
+    """The embedded default's warehouse directory under the lake (``spark.sql.warehouse.dir``)."""
+    return Path(lake_dir) / WAREHOUSE_DIR
+
+
+def warehouse_path(
+    lake_dir: str | os.PathLike[str],
+    name: str,
+    database: str = DEFAULT_DATABASE,
+    overrides: Mapping[str, str] | None = None,
+) -> Path:
+    """Directory of a table in the embedded warehouse (not checked for existence).
+
+    Args:
+        lake_dir: the project's ``project.lake_dir``.
+        name: logical table name (``embeddings``), or ``database.table`` for a table in another database.
+        database: catalogue database (``project.database``).
+        overrides: the config's ``tables`` remapping, applied to logical names.
+
+    Returns:
+        ``<lake_dir>/warehouse/<database>.db/<table>``, or ``<lake_dir>/warehouse/<table>`` for ``default``.
+    """
+    physical = (overrides or {}).get(name, name)
+    database, bare = split_name(physical, database)
+    if database == "default":
+        return warehouse_dir(lake_dir) / bare
+    return warehouse_dir(lake_dir) / f"{database}.db" / bare
+
+
+def view_sql(name: str, database: str, overrides: Mapping[str, str] | None = None) -> str:
+    """``CREATE OR REPLACE VIEW`` statement of a registered view."""
+    spec = table(name)
+    if spec.kind != VIEW_KIND or spec.view_of is None:
+        raise ValueError(f"table {name} is not a view")
+    source = physical_name(spec.view_of, database, overrides)
+    return (
+        f"CREATE OR REPLACE VIEW {physical_name(name, database, overrides)} AS\n"
+        f"        SELECT {', '.join(spec.column_names)}\n"
+        f"        FROM {source}\n"
+        f"        WHERE {spec.view_where.format(table=source)}"
+    )

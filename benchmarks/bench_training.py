@@ -28,8 +28,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custembed.catalogue import ACTION_SEPARATOR, load_catalogue  # noqa: E402
-from custembed.jobs.train import resolve_checkpoint  # noqa: E402
+from custembed.catalogue import ACTION_SEPARATOR, load_catalogue
+from custembed.jobs.train import resolve_checkpoint
 
 
 def write_sequences(path: Path, n: int, files: int, seed: int = 0) -> None:
@@ -42,23 +42,46 @@ def write_sequences(path: Path, n: int, files: int, seed: int = 0) -> None:
         rows = min(per_file, n - f * per_file)
         lengths = rng.integers(40, 121, rows)
         tokens = [rng.integers(3, catalogue.vocab_size, k).tolist() for k in lengths]
-        pq.write_table(pa.table({
-            "customer_id": [f"C{f}-{i}" for i in range(rows)],
-            "tokens": pa.array(tokens, pa.list_(pa.int32())),
-            "text": [ACTION_SEPARATOR.join(texts[t] for t in seq) for seq in tokens],
-        }), path / f"part-{f:03d}.parquet")
+        pq.write_table(
+            pa.table(
+                {
+                    "customer_id": [f"C{f}-{i}" for i in range(rows)],
+                    "tokens": pa.array(tokens, pa.list_(pa.int32())),
+                    "text": [ACTION_SEPARATOR.join(texts[t] for t in seq) for seq in tokens],
+                }
+            ),
+            path / f"part-{f:03d}.parquet",
+        )
 
 
-def measure(spark, data: Path, work: Path, kind: str, params: dict, processes: int,  # type: ignore[no-untyped-def]
-            batch_size: int, lr: float) -> dict:
+def measure(
+    spark,
+    data: Path,
+    work: Path,
+    kind: str,
+    params: dict,
+    processes: int,  # type: ignore[no-untyped-def]
+    batch_size: int,
+    lr: float,
+) -> dict:
     from pyspark.ml.torch.distributor import TorchDistributor
 
-    from custembed.training.loop import TrainSpec, train
+    from custembed.training import TrainSpec, train
 
     tag = f"{kind}-{processes}"
-    spec = TrainSpec(data_path=str(data), output_dir=str(work / tag / "out"), checkpoint_dir=str(work / tag / "ckpt"),
-                     encoder_kind=kind, encoder_params=params, epochs=1, batch_size=batch_size, lr=lr,
-                     log_every=20, checkpoint_every=100_000, val_pct=0)
+    spec = TrainSpec(
+        data_path=str(data),
+        output_dir=str(work / tag / "out"),
+        checkpoint_dir=str(work / tag / "ckpt"),
+        encoder_kind=kind,
+        encoder_params=params,
+        epochs=1,
+        batch_size=batch_size,
+        lr=lr,
+        log_every=20,
+        checkpoint_every=100_000,
+        val_pct=0,
+    )
     # one torch thread per process in both runs: the ratio then measures data-parallel scaling, not threading
     os.environ["OMP_NUM_THREADS"] = "1"
     return dict(TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False).run(train, spec))
@@ -80,10 +103,20 @@ def main(argv: list[str] | None = None) -> int:
     spark.sparkContext.setLogLevel("ERROR")
     vocab = load_catalogue("actions.yaml").vocab_size
     models = [
-        ("bert4rec", {"vocab_size": vocab, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "max_len": 200},
-         args.sequences, 128, 1e-3),
-        ("mlm", {"checkpoint": resolve_checkpoint(args.lm_checkpoint), "max_len": args.lm_max_len},
-         args.lm_sequences, 16, 5e-5),
+        (
+            "bert4rec",
+            {"vocab_size": vocab, "hidden_size": 64, "num_layers": 2, "num_heads": 2, "max_len": 200},
+            args.sequences,
+            128,
+            1e-3,
+        ),
+        (
+            "mlm",
+            {"checkpoint": resolve_checkpoint(args.lm_checkpoint), "max_len": args.lm_max_len},
+            args.lm_sequences,
+            16,
+            5e-5,
+        ),
     ]
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_training_") as tmp:
@@ -93,11 +126,22 @@ def main(argv: list[str] | None = None) -> int:
             write_sequences(data, n, files=8)
             results = {p: measure(spark, data, work, kind, params, p, batch, lr) for p in (1, 2)}
             one, two = results[1], results[2]
-            rows.append((kind, n, one["sequences_per_s"], one["tokens_per_s"], two["sequences_per_s"],
-                         two["tokens_per_s"], two["sequences_per_s"] / (2 * one["sequences_per_s"])))
+            rows.append(
+                (
+                    kind,
+                    n,
+                    one["sequences_per_s"],
+                    one["tokens_per_s"],
+                    two["sequences_per_s"],
+                    two["tokens_per_s"],
+                    two["sequences_per_s"] / (2 * one["sequences_per_s"]),
+                )
+            )
     spark.stop()
-    print(f"\n{'model':<10} {'seqs':>6} {'1p seq/s':>9} {'1p tok/s':>9} {'2p seq/s':>9} {'2p tok/s':>9} "
-          f"{'efficiency':>10}")
+    print(
+        f"\n{'model':<10} {'seqs':>6} {'1p seq/s':>9} {'1p tok/s':>9} {'2p seq/s':>9} {'2p tok/s':>9} "
+        f"{'efficiency':>10}"
+    )
     for kind, n, s1, t1, s2, t2, eff in rows:
         print(f"{kind:<10} {n:>6} {s1:>9.1f} {t1:>9.0f} {s2:>9.1f} {t2:>9.0f} {eff:>10.2f}")
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -19,21 +20,18 @@ from typing import Any, TypeVar
 
 import yaml
 
+from custembed.errors import ConfigError
+from custembed.training.spec import TrainParams
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 # conf/ sits next to the package in a checkout; a wheel ships a copy inside it.
 CONF_DIRS = (PACKAGE_DIR.parent / "conf", PACKAGE_DIR / "conf")
 
 
-class ConfigError(ValueError):
-    """A user mistake in configuration: reported in one line, no stack trace."""
-
-
 @dataclass(frozen=True)
 class ProjectConfig:
     database: str = field(default="custembed", metadata={"help": "catalogue database holding every table"})
-    lake_dir: str = field(
-        default="lake", metadata={"help": "local lake root (warehouse, metastore, models, runs)"}
-    )
+    lake_dir: str = field(default="lake", metadata={"help": "local lake root (warehouse, metastore, models, runs)"})
     run_date: str | None = field(default=None, metadata={"help": "default run date YYYY-MM-DD (else today)"})
 
 
@@ -89,34 +87,39 @@ class SequencesConfig:
     time_format: str | None = field(default=None, metadata={"help": "format of text event times; null: ISO 8601"})
 
 
-@dataclass(frozen=True)
-class EncoderSettings:
-    """One named encoder: its model and its training budget."""
+@dataclass(frozen=True, kw_only=True)
+class EncoderSettings(TrainParams):
+    """One named encoder: its kind, its model (``model:``) and its training budget.
+
+    The training fields (``epochs``, ``batch_size``, ``lr``, ...) are those of
+    :class:`custembed.training.spec.TrainParams`, defined there once. ``model:`` holds
+    fields of the kind's config class (``Bert4RecConfig``, ``MlmConfig``,
+    ``CausalLmConfig``), the single definition of each model's fields. Those classes
+    live with their models and import torch, which the base install and this module do
+    without, so ``model:`` is checked when the train job starts
+    (``custembed.jobs.train.model_params``), before any Spark or training work; fields
+    that are facts of the data (BERT4Rec's ``vocab_size``) are filled in there.
+    """
 
     kind: str = field(metadata={"help": "bert4rec (from scratch), mlm (fine-tune a masked LM), causal_lm"})
-    checkpoint: str | None = field(
-        default=None,
-        metadata={"help": "mlm/causal_lm: hub name, local dir, or package:<pkg>/<dir> (a checkpoint a package ships)"},
+    model: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={
+            "help": "fields of the kind's config class; mlm/causal_lm checkpoint: hub name, local dir, "
+            "or package:<pkg>/<dir> (a checkpoint a package ships)"
+        },
     )
-    hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 2
-    max_len: int = field(default=200, metadata={"help": "actions (bert4rec) or tokens (LMs) kept, most recent"})
-    dropout: float = 0.1
-    mask_prob: float = 0.15
-    pooling: str | None = field(default=None, metadata={"help": "mean, first or last; null: the model's default"})
-    epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 64
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    warmup_steps: int = 0
-    checkpoint_every: int = 500
-    log_every: int = 50
-    val_pct: int = 5
-    seed: int = 0
-    early_stopping_patience: int | None = None
     sample_fraction: float = field(default=1.0, metadata={"help": "share of training sequences used (seeded)"})
+
+    def __post_init__(self) -> None:
+        # The strict builder reports a TypeError from a constructor as a ConfigError naming
+        # the key and the file; a bad value is as much a mistake in that file as a bad type.
+        try:
+            super().__post_init__()
+        except ValueError as e:
+            raise TypeError(str(e)) from e
+        if not 0.0 < self.sample_fraction <= 1.0:
+            raise TypeError(f"sample_fraction must be in (0, 1], got {self.sample_fraction!r}")
 
 
 @dataclass(frozen=True)
@@ -223,7 +226,8 @@ def _mapping_without_duplicates(loader: _StrictLoader, node: yaml.MappingNode, d
         key = loader.construct_object(key_node, deep=deep)
         if key in seen:
             raise yaml.constructor.ConstructorError(
-                None, None, f"key '{key}' appears twice (line {key_node.start_mark.line + 1})", key_node.start_mark)
+                None, None, f"key '{key}' appears twice (line {key_node.start_mark.line + 1})", key_node.start_mark
+            )
         seen.add(key)
     return loader.construct_mapping(node, deep=deep)
 
@@ -279,42 +283,59 @@ def _build(tp: Any, value: Any, key: str, source: str) -> Any:
     """Build ``value`` as type ``tp`` strictly; errors name ``key`` and ``source``."""
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        args = typing.get_args(tp)
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in args:
-            if arg is type(None):
-                continue
-            try:
-                return _build(arg, value, key, source)
-            except ConfigError as e:
-                errors.append(e)
-        raise errors[0]
+        return _build_union(tp, value, key, source)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
-        hints = typing.get_type_hints(tp)
-        names = {f.name for f in dataclasses.fields(tp)}
-        for k in value:
-            if k not in names:
-                known = ", ".join(sorted(names))
-                raise ConfigError(f"{source}: unknown key '{key + '.' if key else ''}{k}' (known: {known})")
-        kwargs = {k: _build(hints[k], v, f"{key + '.' if key else ''}{k}", source) for k, v in value.items()}
-        try:
-            return tp(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"{source}: {key or 'config'}: {e}") from e
+        return _build_dataclass(tp, value, key, source)
     if origin in (tuple, list):
         (item_tp, *_) = typing.get_args(tp)
         if not isinstance(value, Sequence) or isinstance(value, str):
             raise ConfigError(f"{source}: {key} must be a list, got {value!r}")
         return tuple(_build(item_tp, v, f"{key}[{i}]", source) for i, v in enumerate(value))
     if origin is dict:
-        key_tp, value_tp = typing.get_args(tp)
+        _, value_tp = typing.get_args(tp)
         if not isinstance(value, Mapping):
             raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
         return {str(k): _build(value_tp, v, f"{key}.{k}", source) for k, v in value.items()}
+    if tp is Any:
+        return value
+    return _build_scalar(tp, value, key, source)
+
+
+def _build_union(tp: Any, value: Any, key: str, source: str) -> Any:
+    """``X | None`` and other unions: the first member type that accepts ``value``."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    errors = []
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _build(arg, value, key, source)
+        except ConfigError as e:
+            errors.append(e)
+    raise errors[0]
+
+
+def _build_dataclass(tp: Any, value: Any, key: str, source: str) -> Any:
+    """A mapping into dataclass ``tp``: every key known, every value of its field's type."""
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {key} must be a mapping, got {value!r}")
+    hints = typing.get_type_hints(tp)
+    names = {f.name for f in dataclasses.fields(tp)}
+    for k in value:
+        if k not in names:
+            known = ", ".join(sorted(names))
+            raise ConfigError(f"{source}: unknown key '{key + '.' if key else ''}{k}' (known: {known})")
+    kwargs = {k: _build(hints[k], v, f"{key + '.' if key else ''}{k}", source) for k, v in value.items()}
+    try:
+        return tp(**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"{source}: {key or 'config'}: {e}") from e
+
+
+def _build_scalar(tp: Any, value: Any, key: str, source: str) -> Any:
+    """int, float, str and bool; an int is a float, a YAML date or number is text where text is wanted."""
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is str and isinstance(value, (dt.date, int, float)) and not isinstance(value, bool):
@@ -326,8 +347,6 @@ def _build(tp: Any, value: Any, key: str, source: str) -> Any:
         if not isinstance(value, tp):
             raise ConfigError(f"{source}: {key} must be {_type_name(tp)}, got {value!r}")
         return value
-    if tp is Any:
-        return value
     raise ConfigError(f"{source}: {key}: unsupported config type {_type_name(tp)}")
 
 
@@ -337,20 +356,46 @@ def build(tp: type[T], data: Mapping[str, Any], source: str = "config", prefix: 
     return result
 
 
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_identifier(value: str, key: str, source: str, *, qualified: bool = False) -> None:
+    """``value`` must be a plain SQL identifier (``db.name`` when ``qualified``): config reaches SQL through it."""
+    parts = value.split(".", 1) if qualified else [value]
+    if not all(IDENTIFIER.fullmatch(part) for part in parts):
+        shape = "name or db.name" if qualified else "name"
+        raise ConfigError(
+            f"{source}: {key} must be a {shape} of letters, digits and _ (not starting with a digit), got {value!r}"
+        )
+
+
+def check_identifiers(cfg: Config, source: str) -> None:
+    """Every config value that becomes a SQL identifier: the database and the table overrides."""
+    check_identifier(cfg.project.database, "project.database", source)
+    for logical, physical in cfg.tables.items():
+        check_identifier(physical, f"tables.{logical}", source, qualified=True)
+
+
+def _build_config(data: Mapping[str, Any], source: str) -> Config:
+    cfg = build(Config, data, source)
+    check_identifiers(cfg, source)
+    return cfg
+
+
 def load_config(conf_file: str | None = None, sets: Sequence[str] = ()) -> Config:
     """``conf/base.yaml``, then ``conf_file``, then ``--set`` overrides, validated at each layer."""
     base_path = conf_dir() / "base.yaml"
     data = _read_yaml(base_path)
-    build(Config, data, str(base_path))
+    _build_config(data, str(base_path))
     if conf_file:
         path = resolve_conf_file(conf_file)
         override = _read_yaml(path)
-        build(Config, _merge(data, override), str(path))
         data = _merge(data, override)
+        _build_config(data, str(path))
     for assignment in sets:
         data = _merge(data, parse_set(assignment))
-        build(Config, data, f"--set {assignment}")
-    return build(Config, data, "config")
+        _build_config(data, f"--set {assignment}")
+    return _build_config(data, "config")
 
 
 def parse_date(value: str, what: str) -> dt.date:
@@ -359,3 +404,19 @@ def parse_date(value: str, what: str) -> dt.date:
         return dt.date.fromisoformat(value)
     except ValueError as e:
         raise ConfigError(f"{what}: expected YYYY-MM-DD, got {value!r}") from e
+
+
+@dataclass(frozen=True)
+class FamilyRule:
+    family: str = field(metadata={"help": "product family named when the pattern matches"})
+    pattern: str = field(metadata={"help": "regular expression on the upper-cased Description"})
+
+
+@dataclass(frozen=True)
+class RetailFamilies:
+    """UCI Online Retail product families (``conf/retail_families.yaml``), read by ``custembed retail``."""
+
+    services: dict[str, str] = field(
+        default_factory=dict, metadata={"help": "stock code of a non-goods line -> service item (postage, ...)"}
+    )
+    rules: tuple[FamilyRule, ...] = field(default=(), metadata={"help": "the first matching rule names the family"})

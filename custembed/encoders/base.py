@@ -14,7 +14,10 @@ truncated on the left: the most recent actions are the ones kept.
 A saved encoder is a directory holding the model (``model.safetensors`` +
 ``config.json``), its tokenizer or action vocabulary, and
 ``custembed_encoder.json`` (kind, pooling, max_len, encoder config), which
-:func:`load_encoder` dispatches on.
+:func:`custembed.encoders.registry.load_encoder` dispatches on.
+
+Imports run one way: :mod:`.masking` <- this module <- the concrete encoders <-
+:mod:`.registry`; nothing here knows which encoders exist.
 """
 
 from __future__ import annotations
@@ -27,21 +30,18 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from custembed.encoders.masking import IGNORE_INDEX, Inputs, pool
+
 log = logging.getLogger(__name__)
 
 META_FILE = "custembed_encoder.json"
 FORMAT_VERSION = 1
-POOLINGS = ("mean", "first", "last")
-IGNORE_INDEX = -100  # label value the Hugging Face losses skip
-
-Inputs = dict[str, torch.Tensor]
 
 
 class EncoderConfig(Protocol):
@@ -66,108 +66,13 @@ class MaskedTokenStats:
     count: int  # predicted positions
 
 
-def check_pooling(pooling: str) -> str:
-    """Return ``pooling`` if it is known, else raise ``ValueError`` naming it."""
-    if pooling not in POOLINGS:
-        raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
-    return pooling
+@dataclass(frozen=True)
+class RankingMetrics:
+    """Next-item ranking quality over the sequences of a batch: means, and how many were ranked."""
 
-
-def check_fraction(name: str, value: float, *, open_low: bool = False) -> None:
-    """Raise ``ValueError`` unless ``value`` lies in [0, 1] (or (0, 1] with ``open_low``)."""
-    if not (0.0 < value <= 1.0 if open_low else 0.0 <= value <= 1.0):
-        bounds = "(0, 1]" if open_low else "[0, 1]"
-        raise ValueError(f"{name} must be in {bounds}, got {value!r}")
-
-
-def pad_right_keep_recent(
-    sequences: Sequence[Sequence[int]], *, max_len: int, pad_id: int
-) -> Inputs:
-    """Pad id sequences to the longest one, keeping each one's last ``max_len`` ids.
-
-    Returns ``input_ids`` and ``attention_mask``, both ``[B, L]`` int64 with ``L <= max_len``.
-    """
-    kept = [list(seq)[-max_len:] for seq in sequences]
-    width = max((len(seq) for seq in kept), default=0)
-    input_ids = torch.full((len(kept), width), pad_id, dtype=torch.long)  # [B, L]
-    attention_mask = torch.zeros((len(kept), width), dtype=torch.long)  # [B, L]
-    for row, seq in enumerate(kept):
-        input_ids[row, : len(seq)] = torch.as_tensor(seq, dtype=torch.long)
-        attention_mask[row, : len(seq)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
-
-
-def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
-    # Draw on the generator's device (CPU normally) so that runs are reproducible everywhere.
-    return torch.rand(shape, generator=generator, device=generator.device).to(device)
-
-
-def choose_positions(
-    candidates: torch.Tensor, prob: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Pick each candidate position with probability ``prob``; at least one per sequence.
-
-    ``candidates`` is a ``[B, L]`` bool tensor (real, non-special tokens). Rows without a
-    candidate stay empty. Returns a ``[B, L]`` bool tensor.
-    """
-    draws = _uniform(tuple(candidates.shape), generator, candidates.device)  # [B, L]
-    chosen = (draws < prob) & candidates  # [B, L]
-    # Mask at least one item per sequence: a row that drew nothing gets the candidate with
-    # the highest draw, which is a uniformly random candidate.
-    missing = candidates.any(dim=1) & ~chosen.any(dim=1)  # [B]
-    forced = torch.where(candidates, draws, -1.0).argmax(dim=1)  # [B]
-    rows = missing.nonzero(as_tuple=True)[0]
-    chosen[rows, forced[rows]] = True
-    return chosen
-
-
-def corrupt(
-    input_ids: torch.Tensor,
-    chosen: torch.Tensor,
-    *,
-    mask_id: int,
-    generator: torch.Generator,
-    mask_frac: float = 0.8,
-    random_frac: float = 0.1,
-    random_high: int = 0,
-) -> Inputs:
-    """Replace the chosen positions as BERT does; returns new ``input_ids`` and ``labels``.
-
-    Of the chosen positions, ``mask_frac`` become ``mask_id``, ``random_frac`` become a
-    random id in ``[0, random_high)`` and the rest keep their token. Labels hold the
-    original id at chosen positions and ``IGNORE_INDEX`` elsewhere. ``[B, L]`` in and out.
-    """
-    if random_frac > 0.0 and random_high < 1:
-        raise ValueError(f"random replacements need random_high >= 1, got {random_high}")
-    labels = torch.where(chosen, input_ids, IGNORE_INDEX)  # [B, L]
-    draws = _uniform(tuple(input_ids.shape), generator, input_ids.device)  # [B, L]
-    to_mask = chosen & (draws < mask_frac)
-    corrupted = input_ids.masked_fill(to_mask, mask_id)
-    if random_frac > 0.0:
-        # The next `random_frac` of the draws gets a random token (BERT's 10 %).
-        to_random = chosen & (draws >= mask_frac) & (draws < mask_frac + random_frac)
-        random_ids = torch.randint(
-            random_high, tuple(input_ids.shape), generator=generator, device=generator.device
-        ).to(input_ids.device)
-        corrupted = torch.where(to_random, random_ids, corrupted)
-    return {"input_ids": corrupted, "labels": labels}
-
-
-def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
-    """Pool ``[B, L, H]`` hidden states into ``[B, H]`` over the real (unpadded) tokens.
-
-    ``mean`` averages real tokens, ``first`` takes position 0, ``last`` the last real token
-    (inputs are right-padded).
-    """
-    check_pooling(pooling)
-    if pooling == "first":
-        return hidden[:, 0]
-    mask = attention_mask.to(hidden.dtype)  # [B, L]
-    if pooling == "mean":
-        summed = (hidden * mask.unsqueeze(-1)).sum(dim=1)  # [B, H]
-        return summed / mask.sum(dim=1, keepdim=True).clamp(min=1.0)
-    last = (attention_mask.sum(dim=1) - 1).clamp(min=0)  # [B]
-    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]  # [B, H]
+    hit_rate: float  # HR@k: share of sequences whose held-out item ranks in the top k
+    ndcg: float  # NDCG@k, mean over the ranked sequences
+    count: int  # sequences ranked (the weight of these means when batches are combined)
 
 
 class SequenceEncoder(abc.ABC, Generic[C]):
@@ -182,6 +87,9 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     input_column: ClassVar[str]  # "tokens" (action ids) or "text"
     config_class: ClassVar[type[Any]]
     causal: ClassVar[bool] = False  # labels are the inputs themselves, shifted by the model
+    # Config fields that are facts of the training data (e.g. the vocabulary size), filled
+    # in by the training job rather than written under `model:` in conf/.
+    data_fields: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, config: C, model: PreTrainedModel) -> None:
         self.config = config
@@ -291,6 +199,14 @@ class SequenceEncoder(abc.ABC, Generic[C]):
             count=int(targets.numel()),
         )
 
+    def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics | None:
+        """HR@k and NDCG@k of predicting each sequence's last item, for encoders that rank items.
+
+        ``inputs`` come from :meth:`inputs` on the full held-out sequences. The default is
+        ``None``: models over free text have no item catalogue to rank.
+        """
+        return None
+
     @contextlib.contextmanager
     def _eval_mode(self) -> Iterator[None]:
         was_training = self.model.training
@@ -303,9 +219,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     def hidden_states(self, inputs: Inputs) -> torch.Tensor:
         """Last hidden states of the base model (no task head), ``[B, L, H]``."""
         inputs = self._on_device(inputs)
-        output = self.model.base_model(
-            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
-        )
+        output = self.model.base_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
         hidden: torch.Tensor = output.last_hidden_state  # [B, L, H]
         return hidden
 
@@ -379,9 +293,7 @@ class HfTextEncoder(SequenceEncoder[C]):
     @staticmethod
     def load_tokenizer(checkpoint: str) -> PreTrainedTokenizerBase:
         """The checkpoint's tokenizer, cutting the oldest text and padding on the right."""
-        return AutoTokenizer.from_pretrained(
-            checkpoint, truncation_side="left", padding_side="right"
-        )
+        return AutoTokenizer.from_pretrained(checkpoint, truncation_side="left", padding_side="right")
 
     @classmethod
     def load(cls, path: Path, meta: Mapping[str, Any]) -> SequenceEncoder[Any]:
@@ -432,43 +344,3 @@ class HfTextEncoder(SequenceEncoder[C]):
 
     def _save_vocabulary(self, path: Path) -> None:
         self.tokenizer.save_pretrained(path)
-
-
-def encoder_classes() -> Mapping[str, type[SequenceEncoder[Any]]]:
-    """The registered encoder classes by kind."""
-    # Imported here: the model modules import this one.
-    from custembed.encoders.bert4rec import Bert4RecEncoder
-    from custembed.encoders.causal_lm import CausalLmEncoder
-    from custembed.encoders.hf_mlm import MlmEncoder
-
-    classes: tuple[type[SequenceEncoder[Any]], ...] = (Bert4RecEncoder, MlmEncoder, CausalLmEncoder)
-    return MappingProxyType({cls.kind: cls for cls in classes})
-
-
-def encoder_class(kind: str) -> type[SequenceEncoder[Any]]:
-    """The encoder class registered as ``kind``; ``ValueError`` naming it if unknown."""
-    classes = encoder_classes()
-    if kind not in classes:
-        raise ValueError(f"unknown encoder kind {kind!r}; known kinds: {sorted(classes)}")
-    return classes[kind]
-
-
-def build_encoder(kind: str, **params: Any) -> SequenceEncoder[Any]:
-    """Build an encoder of ``kind`` from its config's fields, e.g.
-    ``build_encoder("bert4rec", vocab_size=1000)`` or ``build_encoder("mlm", checkpoint=...)``.
-    """
-    return encoder_class(kind).create(**params)
-
-
-def load_encoder(path: str | Path) -> SequenceEncoder[Any]:
-    """Load an encoder saved by :meth:`SequenceEncoder.save`, whatever its kind."""
-    directory = Path(path)
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise ValueError(f"{directory} is not a saved encoder: {META_FILE} is missing")
-    meta = json.loads(meta_path.read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(
-            f"{meta_path} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}"
-        )
-    return encoder_class(meta["kind"]).load(directory, meta)

@@ -33,9 +33,9 @@ from typing import Any, ClassVar
 import torch
 from transformers import BertConfig, BertForMaskedLM
 
-from custembed.encoders.base import (
+from custembed.encoders.base import RankingMetrics, SequenceEncoder
+from custembed.encoders.masking import (
     Inputs,
-    SequenceEncoder,
     check_fraction,
     check_pooling,
     choose_positions,
@@ -69,21 +69,16 @@ class Bert4RecConfig:
 
     def __post_init__(self) -> None:
         if self.vocab_size <= self.n_special:
-            raise ValueError(
-                f"vocab_size must exceed n_special={self.n_special}, got {self.vocab_size}"
-            )
+            raise ValueError(f"vocab_size must exceed n_special={self.n_special}, got {self.vocab_size}")
         for name in ("hidden_size", "num_layers", "num_heads", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.hidden_size % self.num_heads:
-            raise ValueError(
-                f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}"
-            )
+            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
         for name in ("pad_id", "mask_id", "unk_id"):
             if not 0 <= getattr(self, name) < self.n_special:
                 raise ValueError(
-                    f"{name} must be a special id below n_special={self.n_special}, "
-                    f"got {getattr(self, name)!r}"
+                    f"{name} must be a special id below n_special={self.n_special}, got {getattr(self, name)!r}"
                 )
         check_fraction("mask_prob", self.mask_prob, open_low=True)
         check_fraction("dropout", self.dropout)
@@ -114,6 +109,7 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
     kind: ClassVar[str] = "bert4rec"
     input_column: ClassVar[str] = "tokens"
     config_class: ClassVar[type[Any]] = Bert4RecConfig
+    data_fields: ClassVar[tuple[str, ...]] = ("vocab_size",)  # from the action catalogue
     model: BertForMaskedLM
 
     def __init__(
@@ -169,9 +165,7 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
             low, high = min(seq), max(seq)
             if low < 0 or high >= self.config.vocab_size:
                 bad = low if low < 0 else high
-                raise ValueError(
-                    f"sequence {row} holds id {bad} outside [0, {self.config.vocab_size})"
-                )
+                raise ValueError(f"sequence {row} holds id {bad} outside [0, {self.config.vocab_size})")
         return pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
 
     def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:
@@ -191,10 +185,19 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
             chosen[rows[last_only], last[last_only]] = True
         # All chosen positions become [mask] (the paper's variant: no 80/10/10).
         corrupted = corrupt(
-            input_ids, chosen, mask_id=self.config.mask_id, generator=generator,
-            mask_frac=1.0, random_frac=0.0,
+            input_ids,
+            chosen,
+            mask_id=self.config.mask_id,
+            generator=generator,
+            mask_frac=1.0,
+            random_frac=0.0,
         )
         return {**inputs, **corrupted}
+
+    def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics:
+        """HR@k and NDCG@k of the held-out last action (:meth:`next_action_metrics`)."""
+        ranking = self.next_action_metrics(inputs, k=k)
+        return RankingMetrics(hit_rate=ranking[f"hr@{k}"], ndcg=ranking[f"ndcg@{k}"], count=int(ranking["count"]))
 
     @torch.no_grad()
     def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:

@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import torch
 from transformers import AutoModelForCausalLM
 
-from custembed.encoders.base import IGNORE_INDEX, HfTextEncoder, Inputs, check_pooling
+from custembed.encoders.base import HfTextEncoder
+from custembed.encoders.masking import IGNORE_INDEX, Inputs, check_pooling
 
 
 @dataclass(frozen=True)
@@ -46,9 +47,7 @@ class CausalLmEncoder(HfTextEncoder[CausalLmConfig]):
         tokenizer = cls.load_tokenizer(config.checkpoint)
         if tokenizer.pad_token is None:
             if tokenizer.eos_token is None:
-                raise ValueError(
-                    f"tokenizer of {config.checkpoint!r} has neither a pad nor an eos token"
-                )
+                raise ValueError(f"tokenizer of {config.checkpoint!r} has neither a pad nor an eos token")
             tokenizer.pad_token = tokenizer.eos_token
         model = AutoModelForCausalLM.from_pretrained(config.checkpoint)
         # Training and embedding never decode step by step: no key/value cache.

@@ -19,14 +19,8 @@ from typing import Any, ClassVar
 import torch
 from transformers import AutoModelForMaskedLM
 
-from custembed.encoders.base import (
-    HfTextEncoder,
-    Inputs,
-    check_fraction,
-    check_pooling,
-    choose_positions,
-    corrupt,
-)
+from custembed.encoders.base import HfTextEncoder
+from custembed.encoders.masking import Inputs, check_fraction, check_pooling, choose_positions, corrupt
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -19,7 +20,7 @@ from custembed.encoders import SequenceEncoder, load_encoder
 
 
 @functools.lru_cache(maxsize=4)
-def load_cached(model_dir: str, threads: int) -> SequenceEncoder:  # type: ignore[type-arg]
+def load_cached(model_dir: str, threads: int) -> SequenceEncoder[Any]:
     """The encoder saved in ``model_dir``, loaded once per process."""
     import torch
 
@@ -32,8 +33,9 @@ def load_cached(model_dir: str, threads: int) -> SequenceEncoder:  # type: ignor
     return encoder
 
 
-def embed_frame(encoder: SequenceEncoder, frame: pd.DataFrame, *, batch_size: int,  # type: ignore[type-arg]
-                pooling: str | None = None) -> np.ndarray:
+def embed_frame(
+    encoder: SequenceEncoder[Any], frame: pd.DataFrame, *, batch_size: int, pooling: str | None = None
+) -> np.ndarray:
     """Vectors ``[n, H]`` float32 of the sequences in ``frame`` (``tokens`` or ``text`` column), in row order."""
     import torch
 
@@ -57,8 +59,9 @@ def embed_frame(encoder: SequenceEncoder, frame: pd.DataFrame, *, batch_size: in
     return out
 
 
-def embed_partitions(model_dir: str, *, batch_size: int, pooling: str | None,
-                     threads: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
+def embed_partitions(
+    model_dir: str, *, batch_size: int, pooling: str | None, threads: int
+) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function: (customer_id, tokens, text) → (customer_id, vector array<float>)."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

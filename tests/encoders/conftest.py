@@ -43,8 +43,13 @@ def tiny_electra_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tokenizer = BertTokenizerFast(vocab={w: i for i, w in enumerate(words)})
     tokenizer.save_pretrained(directory)
     config = ElectraConfig(
-        vocab_size=len(words), embedding_size=16, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
+        vocab_size=len(words),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=64,
     )
     torch.manual_seed(0)
     ElectraForMaskedLM(config).save_pretrained(directory)
@@ -58,13 +63,16 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     words = ["<unk>", "<s>", "</s>", *ACTION_WORDS]
     backend = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
     backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>"
-    )
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
     tokenizer.save_pretrained(directory)
     config = LlamaConfig(
-        vocab_size=len(words), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=64,
+        vocab_size=len(words),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(directory)
@@ -72,17 +80,18 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def make_encoder(
-    tiny_electra_dir: Path, tiny_llama_dir: Path
-) -> Callable[..., SequenceEncoder[Any]]:
+def make_encoder(tiny_electra_dir: Path, tiny_llama_dir: Path) -> Callable[..., SequenceEncoder[Any]]:
     """Build a tiny encoder of any registered kind: ``make_encoder(kind, **overrides)``."""
 
     def make(kind: str, **overrides: Any) -> SequenceEncoder[Any]:
         torch.manual_seed(0)
         defaults: dict[str, dict[str, Any]] = {
             "bert4rec": {
-                "vocab_size": BERT4REC_VOCAB, "hidden_size": 32, "num_layers": 2,
-                "num_heads": 2, "max_len": 16,
+                "vocab_size": BERT4REC_VOCAB,
+                "hidden_size": 32,
+                "num_layers": 2,
+                "num_heads": 2,
+                "max_len": 16,
             },
             "mlm": {"checkpoint": str(tiny_electra_dir), "max_len": 16},
             "causal_lm": {"checkpoint": str(tiny_llama_dir), "max_len": 16},

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from custembed.encoders import Bert4RecConfig, Bert4RecEncoder, SequenceEncoder, load_encoder
-from custembed.encoders.base import IGNORE_INDEX
+from custembed.encoders.masking import IGNORE_INDEX
 
 MakeEncoder = Callable[..., SequenceEncoder[Any]]
 

@@ -17,7 +17,7 @@ from custembed.encoders import (
     encoder_classes,
     load_encoder,
 )
-from custembed.encoders.base import IGNORE_INDEX
+from custembed.encoders.masking import IGNORE_INDEX
 
 KINDS = sorted(encoder_classes())
 MakeEncoder = Callable[..., SequenceEncoder[Any]]
@@ -27,10 +27,7 @@ ToInputs = Callable[[SequenceEncoder[Any], list[list[int]]], dict[str, torch.Ten
 def cyclic_sequences(n: int, seed: int) -> list[list[int]]:
     """Runs a, a+1, a+2, ... (mod 10): every action is predictable from its neighbours."""
     rng = random.Random(seed)
-    return [
-        [(start + j) % 10 for j in range(rng.randint(6, 12))]
-        for start in (rng.randrange(10) for _ in range(n))
-    ]
+    return [[(start + j) % 10 for j in range(rng.randint(6, 12))] for start in (rng.randrange(10) for _ in range(n))]
 
 
 def themed_sequences(n: int, seed: int) -> list[list[int]]:
@@ -105,9 +102,7 @@ def test_output_shapes(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_truncation_keeps_the_most_recent_actions(
-    kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
-) -> None:
+def test_truncation_keeps_the_most_recent_actions(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs) -> None:
     encoder = make_encoder(kind, max_len=6)
     sequence = list(range(20))
     inputs = to_inputs(encoder, [sequence])
@@ -153,9 +148,7 @@ def test_mask_never_touches_padding_and_labels_each_sequence(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_masking_is_reproducible_from_the_generator(
-    kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
-) -> None:
+def test_masking_is_reproducible_from_the_generator(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs) -> None:
     encoder = make_encoder(kind)
     inputs = to_inputs(encoder, cyclic_sequences(8, seed=3))
     first = encoder.mask(inputs, torch.Generator().manual_seed(5))
@@ -164,9 +157,7 @@ def test_masking_is_reproducible_from_the_generator(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_padding_does_not_change_embeddings(
-    kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
-) -> None:
+def test_padding_does_not_change_embeddings(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs) -> None:
     encoder = make_encoder(kind)
     short, long = [4, 5, 6], list(range(12))
     alone = encoder.embed(to_inputs(encoder, [short]))
@@ -196,9 +187,7 @@ def test_save_then_load_gives_identical_vectors(
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_loss_falls_on_a_learnable_pattern(
-    kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
-) -> None:
+def test_loss_falls_on_a_learnable_pattern(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs) -> None:
     encoder = make_encoder(kind)
     train, held_out = themed_sequences(256, seed=0), themed_sequences(32, seed=1)
     held_out_batch = encoder.mask(to_inputs(encoder, held_out), torch.Generator().manual_seed(0))

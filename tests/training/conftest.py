@@ -30,11 +30,13 @@ def themed_rows(n: int, seed: int, prefix: str = "c") -> list[dict[str, object]]
     for i in range(n):
         theme = rng.randrange(3)
         actions = [10 * theme + rng.randrange(10) for _ in range(rng.randint(4, 12))]
-        rows.append({
-            "customer_id": f"{prefix}{i:05d}",
-            "tokens": [3 + a for a in actions],
-            "text": " ".join(f"a{a}" for a in actions),
-        })
+        rows.append(
+            {
+                "customer_id": f"{prefix}{i:05d}",
+                "tokens": [3 + a for a in actions],
+                "text": " ".join(f"a{a}" for a in actions),
+            }
+        )
     return rows
 
 
@@ -55,9 +57,7 @@ def write_sequences(tmp_path: Path) -> WriteSequences:
         name: str = "sequences",
     ) -> Path:
         root = tmp_path / name
-        schema = pa.schema(
-            [("customer_id", pa.string()), ("tokens", pa.list_(pa.int32())), ("text", pa.string())]
-        )
+        schema = pa.schema([("customer_id", pa.string()), ("tokens", pa.list_(pa.int32())), ("text", pa.string())])
         for p, dt in enumerate(partitions):
             rows = themed_rows(n, seed=p, prefix=f"c{p}-")
             directory = root / f"dt={dt}"

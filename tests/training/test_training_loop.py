@@ -96,10 +96,15 @@ def test_resume_continues_from_the_checkpointed_step(
     shared = {"epochs": 1, "checkpoint_every": 100}
 
     def run(name: str, max_steps: int) -> dict[str, Any]:
-        return train(make_spec(
-            tmp_path / name, data, max_steps=max_steps, **shared,
-            checkpoint_dir=str(tmp_path / name / "checkpoints"),
-        ))
+        return train(
+            make_spec(
+                tmp_path / name,
+                data,
+                max_steps=max_steps,
+                **shared,
+                checkpoint_dir=str(tmp_path / name / "checkpoints"),
+            )
+        )
 
     first = run("resumed", 3)
     assert first["steps"] == 3 and checkpoint_steps(str(tmp_path / "resumed" / "checkpoints")) == [3]
@@ -118,7 +123,10 @@ def test_resume_continues_from_the_checkpointed_step(
 
 def test_early_stopping_ends_after_patience_epochs(tmp_path: Path, write_sequences: WriteSequences) -> None:
     spec = make_spec(
-        tmp_path, write_sequences(100), epochs=6, early_stopping_patience=1,
+        tmp_path,
+        write_sequences(100),
+        epochs=6,
+        early_stopping_patience=1,
         early_stopping_min_delta=10.0,  # no epoch can improve by 10 nats
     )
     result = train(spec)
@@ -145,8 +153,13 @@ def tiny_electra_dir(tmp_path: Path) -> Path:
     words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *(f"a{i}" for i in range(30))]
     BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(directory)
     config = ElectraConfig(
-        vocab_size=len(words), embedding_size=16, hidden_size=32, num_hidden_layers=2,
-        num_attention_heads=2, intermediate_size=37, max_position_embeddings=32,
+        vocab_size=len(words),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=37,
+        max_position_embeddings=32,
     )
     ElectraForMaskedLM(config).save_pretrained(directory)
     return directory
@@ -156,7 +169,10 @@ def test_text_encoder_reads_the_text_column(
     tmp_path: Path, write_sequences: WriteSequences, tiny_electra_dir: Path
 ) -> None:
     spec = make_spec(
-        tmp_path, write_sequences(120), epochs=1, encoder_kind="mlm",
+        tmp_path,
+        write_sequences(120),
+        epochs=1,
+        encoder_kind="mlm",
         encoder_params={"checkpoint": str(tiny_electra_dir), "max_len": 16},
     )
     result = train(spec)
@@ -166,13 +182,42 @@ def test_text_encoder_reads_the_text_column(
     assert loaded.kind == "mlm" and loaded.embed(loaded.inputs(texts=["a1 a2"])).shape == (1, 32)
 
 
+def test_ranking_metrics_come_from_the_encoder_hook(
+    tmp_path: Path, write_sequences: WriteSequences, tiny_electra_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from custembed.encoders import MlmEncoder, RankingMetrics
+
+    def ranking_metrics(self: MlmEncoder, inputs: dict[str, torch.Tensor], k: int) -> RankingMetrics:
+        assert k == 5
+        return RankingMetrics(hit_rate=0.5, ndcg=0.25, count=int(inputs["input_ids"].size(0)))
+
+    monkeypatch.setattr(MlmEncoder, "ranking_metrics", ranking_metrics)
+    spec = make_spec(
+        tmp_path,
+        write_sequences(120),
+        epochs=1,
+        encoder_kind="mlm",
+        metrics_k=5,
+        encoder_params={"checkpoint": str(tiny_electra_dir), "max_len": 16},
+    )
+    result = train(spec)
+    assert result["hr@5"] == pytest.approx(0.5) and result["ndcg@5"] == pytest.approx(0.25)
+    assert result["val_sequences"] > 0  # every held-out sequence the hook saw
+
+
 def test_init_dir_starts_from_a_saved_encoder(tmp_path: Path, write_sequences: WriteSequences) -> None:
     data = write_sequences(100)
     first = train(make_spec(tmp_path / "a", data, epochs=1, checkpoint_dir=str(tmp_path / "a" / "ck")))
-    second = train(make_spec(
-        tmp_path / "b", data, epochs=1, init_dir=str(tmp_path / "a" / "encoder"),
-        encoder_params={}, checkpoint_dir=str(tmp_path / "b" / "ck"),
-    ))
+    second = train(
+        make_spec(
+            tmp_path / "b",
+            data,
+            epochs=1,
+            init_dir=str(tmp_path / "a" / "encoder"),
+            encoder_params={},
+            checkpoint_dir=str(tmp_path / "b" / "ck"),
+        )
+    )
     assert second["start_step"] == 0 and second["weights_sha256"] != first["weights_sha256"]
 
 
@@ -201,8 +246,12 @@ def train_rank(rank: int, spec: TrainSpec, port: int, out: str) -> None:
     """One torchrun-like rank: the variables torchrun would set, then `train`."""
     torch.set_num_threads(1)
     os.environ.update(
-        RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2", LOCAL_WORLD_SIZE="2",
-        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port),
+        RANK=str(rank),
+        LOCAL_RANK=str(rank),
+        WORLD_SIZE="2",
+        LOCAL_WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(port),
     )
     result = train(spec)
     Path(out, f"rank-{rank}.json").write_text(json.dumps(result))

@@ -1,0 +1,62 @@
+"""Encoder kinds → classes, and the entry points that dispatch on a kind.
+
+Adding an encoder is one new module holding its config class and its
+:class:`~custembed.encoders.base.SequenceEncoder` subclass, plus one line in
+:data:`ENCODERS`. Modules are imported when their kind is first asked for, so
+importing one encoder never imports the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from custembed.encoders.base import FORMAT_VERSION, META_FILE, SequenceEncoder
+
+# kind → "module:class"; the class's `kind` must equal its key.
+ENCODERS: Mapping[str, str] = MappingProxyType(
+    {
+        "bert4rec": "custembed.encoders.bert4rec:Bert4RecEncoder",
+        "mlm": "custembed.encoders.hf_mlm:MlmEncoder",
+        "causal_lm": "custembed.encoders.causal_lm:CausalLmEncoder",
+    }
+)
+
+
+def encoder_class(kind: str) -> type[SequenceEncoder[Any]]:
+    """The encoder class registered as ``kind`` (its module imported now); ``ValueError`` naming it if unknown."""
+    if kind not in ENCODERS:
+        raise ValueError(f"unknown encoder kind {kind!r}; known kinds: {sorted(ENCODERS)}")
+    module_name, _, class_name = ENCODERS[kind].partition(":")
+    cls = getattr(importlib.import_module(module_name), class_name)
+    if not (isinstance(cls, type) and issubclass(cls, SequenceEncoder)) or cls.kind != kind:
+        raise TypeError(f"{ENCODERS[kind]} is not a SequenceEncoder of kind {kind!r}")
+    return cls
+
+
+def encoder_classes() -> Mapping[str, type[SequenceEncoder[Any]]]:
+    """Every registered encoder class by kind (imports all encoder modules)."""
+    return MappingProxyType({kind: encoder_class(kind) for kind in ENCODERS})
+
+
+def build_encoder(kind: str, **params: Any) -> SequenceEncoder[Any]:
+    """Build an encoder of ``kind`` from its config's fields, e.g.
+    ``build_encoder("bert4rec", vocab_size=1000)`` or ``build_encoder("mlm", checkpoint=...)``.
+    """
+    return encoder_class(kind).create(**params)
+
+
+def load_encoder(path: str | Path) -> SequenceEncoder[Any]:
+    """Load an encoder saved by :meth:`SequenceEncoder.save`, whatever its kind."""
+    directory = Path(path)
+    meta_path = directory / META_FILE
+    if not meta_path.is_file():
+        raise ValueError(f"{directory} is not a saved encoder: {META_FILE} is missing")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{meta_path} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return encoder_class(meta["kind"]).load(directory, meta)

@@ -1,0 +1,84 @@
+"""The encoder registry, the one-way imports it allows, and the hooks the training loop calls."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+import custembed.encoders
+from custembed.encoders import RankingMetrics, SequenceEncoder, encoder_class, encoder_classes, load_encoder
+from custembed.encoders.registry import ENCODERS
+
+MakeEncoder = Callable[..., SequenceEncoder[Any]]
+ToInputs = Callable[[SequenceEncoder[Any], list[list[int]]], dict[str, torch.Tensor]]
+SIBLINGS = {"custembed.encoders.bert4rec", "custembed.encoders.hf_mlm", "custembed.encoders.causal_lm"}
+
+
+def modules_after_import(statement: str) -> set[str]:
+    """The ``custembed`` and ``torch`` modules a fresh interpreter holds after ``statement``."""
+    code = f"{statement}\nimport sys\nprint('\\n'.join(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return {m for m in out.split() if m.startswith(("custembed", "torch"))}
+
+
+def test_importing_one_encoder_imports_no_sibling() -> None:
+    loaded = modules_after_import("import custembed.encoders.bert4rec")
+    assert "custembed.encoders.bert4rec" in loaded
+    assert not loaded & (SIBLINGS - {"custembed.encoders.bert4rec"})
+    assert "custembed.encoders.registry" not in loaded  # the registry sits on top, nothing below needs it
+
+
+def test_base_and_masking_know_no_concrete_encoder() -> None:
+    loaded = modules_after_import("import custembed.encoders.base, custembed.encoders.masking")
+    assert not loaded & SIBLINGS
+
+
+def test_config_imports_neither_torch_nor_encoders() -> None:
+    loaded = modules_after_import("import custembed.config")
+    assert not {m for m in loaded if m == "torch" or m.startswith("custembed.encoders")}
+
+
+def test_registry_round_trip() -> None:
+    classes = encoder_classes()
+    assert list(classes) == list(ENCODERS)
+    for kind, cls in classes.items():
+        assert encoder_class(kind) is cls and cls.kind == kind
+        module, _, name = ENCODERS[kind].partition(":")
+        assert (cls.__module__, cls.__name__) == (module, name)
+
+
+def test_unknown_kind_names_the_known_ones() -> None:
+    with pytest.raises(ValueError, match=r"'word2vec'.*\['bert4rec', 'causal_lm', 'mlm'\]"):
+        encoder_class("word2vec")
+
+
+@pytest.mark.parametrize("kind", sorted(ENCODERS))
+def test_load_encoder_dispatches_on_the_saved_kind(kind: str, make_encoder: MakeEncoder, tmp_path: Path) -> None:
+    make_encoder(kind).save(tmp_path / kind)
+    assert type(load_encoder(tmp_path / kind)) is encoder_class(kind)
+
+
+def test_package_exports_resolve_lazily() -> None:
+    for name in custembed.encoders.__all__:
+        assert getattr(custembed.encoders, name) is not None
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = custembed.encoders.no_such_name  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("kind", sorted(ENCODERS))
+def test_ranking_metrics_hook(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs) -> None:
+    encoder = make_encoder(kind)
+    inputs = to_inputs(encoder, [[1, 2, 3, 4], [5, 6, 7], [8, 9]])
+    ranking = encoder.ranking_metrics(inputs, 5)
+    if kind != "bert4rec":
+        assert ranking is None  # free-text models rank no item catalogue
+        return
+    reference = encoder.next_action_metrics(inputs, k=5)
+    assert isinstance(ranking, RankingMetrics)
+    assert ranking == RankingMetrics(hit_rate=reference["hr@5"], ndcg=reference["ndcg@5"], count=3)

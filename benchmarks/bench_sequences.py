@@ -32,8 +32,8 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from custembed.catalogue import load_catalogue  # noqa: E402
-from custembed.jobs.generate import BEHAVIOUR_CODES  # noqa: E402
+from custembed.catalogue import load_catalogue
+from custembed.jobs.generate import BEHAVIOUR_CODES
 
 CUTOFF = dt.date(2023, 1, 31)
 RUN_DATE = dt.date(2023, 7, 31)
@@ -79,7 +79,10 @@ def run_spark(spark, events_path: Path, out: Path) -> float:  # type: ignore[no-
     mapped = seq.map_actions(events, catalogue=catalogue, run_date=RUN_DATE)
     timelines = seq.build_timelines(mapped, input_columns=events.columns)
     sequences = seq.build_sequences(
-        timelines, cutoff=CUTOFF, max_len=MAX_LEN, no_action_id=catalogue.no_action_id,
+        timelines,
+        cutoff=CUTOFF,
+        max_len=MAX_LEN,
+        no_action_id=catalogue.no_action_id,
         action_texts=catalogue.id_to_text(),
     )
     sequences.write.mode("overwrite").parquet(str(out))
@@ -93,8 +96,15 @@ def run_duckdb(events_path: Path, out: Path, threads: int) -> float:
     con = duckdb.connect()
     con.execute(f"SET threads = {threads}")
     con.execute("SET preserve_insertion_order = false")
-    rows = [(BEHAVIOUR_CODES[a.behaviour] if a.behaviour != "receiving" or a.item != "loyalty_points" else "BENEFIT",
-             str(a.item), a.id) for a in catalogue.actions if a.item is not None]
+    rows = [
+        (
+            BEHAVIOUR_CODES[a.behaviour] if a.behaviour != "receiving" or a.item != "loyalty_points" else "BENEFIT",
+            str(a.item),
+            a.id,
+        )
+        for a in catalogue.actions
+        if a.item is not None
+    ]
     con.execute("CREATE TABLE actions (code VARCHAR, item VARCHAR, action_id INTEGER)")
     con.executemany("INSERT INTO actions VALUES (?, ?, ?)", rows)
     texts = catalogue.id_to_text()
@@ -162,8 +172,10 @@ def main(argv: list[str] | None = None) -> int:
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")
-    print(f"{'events':>12} {'customers':>10} {'spark s':>8} {'duckdb s':>9} {'spark ev/s':>12} "
-          f"{'duckdb ev/s':>12} {'ratio':>6}")
+    print(
+        f"{'events':>12} {'customers':>10} {'spark s':>8} {'duckdb s':>9} {'spark ev/s':>12} "
+        f"{'duckdb ev/s':>12} {'ratio':>6}"
+    )
     results = []
     for n_float in args.events:
         n = int(n_float)
@@ -186,8 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         if spark_rows != duck_rows:
             print(f"warning: spark wrote {spark_rows} sequences, duckdb {duck_rows}")
         results.append((n, spark_s, duck_s))
-        print(f"{n:>12,} {customers:>10,} {spark_s:>8.1f} {duck_s:>9.1f} {n / spark_s:>12,.0f} "
-              f"{n / duck_s:>12,.0f} {spark_s / duck_s:>6.2f}")
+        print(
+            f"{n:>12,} {customers:>10,} {spark_s:>8.1f} {duck_s:>9.1f} {n / spark_s:>12,.0f} "
+            f"{n / duck_s:>12,.0f} {spark_s / duck_s:>6.2f}"
+        )
     if len(results) > 1:
         (n0, s0, _), (n1, s1, _) = results[0], results[-1]
         print(f"spark time growth {n0:,} -> {n1:,} events: x{s1 / s0:.2f} for x{n1 / n0:.0f} data")

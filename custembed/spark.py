@@ -15,7 +15,9 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custembed.config import ConfigError, ProjectConfig, SparkConfig, conf_dir
+from custembed import tables
+from custembed.config import ProjectConfig, SparkConfig, conf_dir
+from custembed.errors import ConfigError
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -50,6 +52,9 @@ def build_session(spark_cfg: SparkConfig, project: ProjectConfig) -> SparkSessio
         "spark.sql.session.timeZone": "UTC",
         "spark.ui.enabled": str(spark_cfg.ui).lower(),
         "spark.sql.execution.arrow.pyspark.enabled": "true",
+        # The console stage bar only on a terminal: in a log (spark-submit, Airflow, CI) it is a flood of
+        # carriage-return lines; jobs log their progress in lines of their own.
+        "spark.ui.showConsoleProgress": str(sys.stderr.isatty()).lower(),
     }
     java_options = []
     log4j = conf_dir() / "log4j2.properties"
@@ -60,7 +65,7 @@ def build_session(spark_cfg: SparkConfig, project: ProjectConfig) -> SparkSessio
         lake.mkdir(parents=True, exist_ok=True)
         settings.update(
             {
-                "spark.sql.warehouse.dir": str(lake / "warehouse"),
+                "spark.sql.warehouse.dir": str(tables.warehouse_dir(lake)),
                 "spark.sql.catalogImplementation": "hive",
                 # Without the spark.hadoop. prefix Spark ignores the metastore location.
                 "spark.hadoop.javax.jdo.option.ConnectionURL": (

@@ -55,7 +55,8 @@ class Tracking:
         client = self.client()
         experiment_id = self.experiment_id()
         unfinished = client.search_runs(
-            [experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
+            [experiment_id],
+            filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}' and attributes.status = 'RUNNING'",
             max_results=1,
         )
         if unfinished:
@@ -65,8 +66,7 @@ class Tracking:
             client.log_param(run.info.run_id, name, str(value)[:500])
         return str(run.info.run_id), False
 
-    def finish_run(self, run_id: str, metrics: dict[str, Any], encoder_dir: Path, encoder_name: str,
-                   alias: str) -> str:
+    def finish_run(self, run_id: str, metrics: dict[str, Any], encoder_dir: Path, encoder_name: str, alias: str) -> str:
         """Log final metrics and the encoder, register a new version, give it ``alias``; returns the version."""
         client = self.client()
         for name, value in metrics.items():
@@ -94,9 +94,10 @@ class Tracking:
         client = self.client()
         name = self.model_name(encoder_name)
         try:
-            version = client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(
-                name, ref)
-        except Exception as e:  # noqa: BLE001 - MLflow's not-found is a generic RestException
+            version = (
+                client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
+            )
+        except Exception as e:
             raise ConfigError(
                 f"no registered model {name} with {'version' if ref.isdigit() else 'alias'} {ref!r}: "
                 f"run `custembed train --encoder {encoder_name}` first"
@@ -109,5 +110,6 @@ def tracking_for(cfg: TrackingConfig, lake_dir: str) -> Tracking:
     lake = Path(lake_dir).resolve()
     lake.mkdir(parents=True, exist_ok=True)
     uri = cfg.uri or f"sqlite:///{lake / 'mlflow.db'}"
-    return Tracking(uri=uri, experiment=cfg.experiment, artifact_root=(lake / "mlartifacts").as_uri(),
-                    prefix=cfg.model_prefix)
+    return Tracking(
+        uri=uri, experiment=cfg.experiment, artifact_root=(lake / "mlartifacts").as_uri(), prefix=cfg.model_prefix
+    )

@@ -27,8 +27,12 @@ def spark(lake_dir: Path) -> Iterator[object]:
     from custembed.spark import build_session
 
     session = build_session(
-        SparkConfig(master="local[2]", shuffle_partitions=4, ui=False,
-                    conf={"spark.default.parallelism": "4", "spark.sql.adaptive.enabled": "true"}),
+        SparkConfig(
+            master="local[2]",
+            shuffle_partitions=4,
+            ui=False,
+            conf={"spark.default.parallelism": "4", "spark.sql.adaptive.enabled": "true"},
+        ),
         ProjectConfig(database="custembed", lake_dir=str(lake_dir)),
     )
     yield session
@@ -36,6 +40,21 @@ def spark(lake_dir: Path) -> Iterator[object]:
 
 
 @pytest.fixture()
-def lake_sets(lake_dir: Path) -> list[str]:
-    """``--set`` arguments pointing a job's main() at the test lake."""
-    return ["--set", f"project.lake_dir={lake_dir}"]
+def database(request: pytest.FixtureRequest) -> str:
+    """This test module's own catalogue database, so modules never see each other's tables.
+
+    ``t_<module>`` unless the module names one in ``DATABASE`` (the pipeline test keeps
+    ``custembed`` because the notebooks it runs read the default database).
+    """
+    module = request.module
+    return str(getattr(module, "DATABASE", "t_" + module.__name__.rsplit(".", 1)[-1]))
+
+
+@pytest.fixture()
+def lake_sets(lake_dir: Path, database: str, spark: object) -> list[str]:
+    """``--set`` arguments pointing a job's main() at the test lake and this module's database (made current)."""
+    from custembed.spark import ensure_database
+
+    ensure_database(spark, database)  # type: ignore[arg-type]
+    spark.catalog.setCurrentDatabase(database)  # type: ignore[attr-defined]
+    return ["--set", f"project.lake_dir={lake_dir}", "--set", f"project.database={database}"]

@@ -11,8 +11,11 @@ from custembed.config import ConfigError, conf_dir, load_config
 
 CONF = conf_dir()
 CATALOGUES = sorted(p.name for p in CONF.glob("*actions*.yaml"))
-OVERRIDES = sorted(p.name for p in CONF.glob("*.yaml") if p.name not in CATALOGUES
-                   and p.name not in ("base.yaml", "retail_families.yaml"))
+OVERRIDES = sorted(
+    p.name
+    for p in CONF.glob("*.yaml")
+    if p.name not in CATALOGUES and p.name not in ("base.yaml", "retail_families.yaml")
+)
 
 
 @pytest.mark.parametrize("name", [*OVERRIDES, str(CONF.parent / "deploy" / "cluster.yaml")])
@@ -61,3 +64,23 @@ def test_set_overrides_merge_over_base() -> None:
     assert cfg.generate.customers == 12
     assert cfg.spark.conf == {"spark.foo": "bar"}
     assert cfg.sequences.max_len == 200
+
+
+@pytest.mark.parametrize(
+    ("assignment", "key"),
+    [
+        ("project.database=custembed; drop table x", "project.database"),
+        ("project.database=1db", "project.database"),
+        ("project.database=my-db", "project.database"),
+        ("tables.sequences=seq`s", "tables.sequences"),
+        ("tables.sequences=a.b.c", "tables.sequences"),
+    ],
+)
+def test_identifiers_that_reach_sql_are_validated(assignment: str, key: str) -> None:
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        load_config(sets=[assignment])
+
+
+def test_qualified_table_override_is_accepted() -> None:
+    cfg = load_config(sets=["tables.sequences=analytics.customer_sequences", "project.database=lake_2"])
+    assert cfg.tables["sequences"] == "analytics.customer_sequences"

@@ -12,7 +12,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from custembed.config import Config, ConfigError, load_config, parse_date
+from custembed.config import Config, load_config, parse_date
+from custembed.errors import UserError
 from custembed.io import Lake
 
 if TYPE_CHECKING:
@@ -23,15 +24,16 @@ log = logging.getLogger(__name__)
 JobFn = Callable[["SparkSession", Config, argparse.Namespace, dt.date], Any]
 
 
-class UserError(ConfigError):
-    """A mistake in the user's input or environment (not a bug): one line, non-zero exit."""
-
-
 def base_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=f"custembed {prog}")
     parser.add_argument("--conf", help="YAML file merged over conf/base.yaml")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one config value, e.g. --set sequences.max_len=100 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one config value, e.g. --set sequences.max_len=100 (repeatable)",
+    )
     parser.add_argument("--run-date", help="run date YYYY-MM-DD (default: project.run_date, else today)")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     return parser
@@ -85,7 +87,11 @@ def job_main(
     *,
     needs_spark: bool = True,
 ) -> int:
-    """Parse, load config, run ``fn``; user mistakes print one line and return 2."""
+    """Parse, load config, run ``fn``.
+
+    Returns 0 when done; 2 for a user mistake (``UserError``: one line, no stack
+    trace); 1 for a crash (any other exception: the stack trace goes to the log).
+    """
     parser = base_parser(name)
     if add_arguments:
         add_arguments(parser)
@@ -103,12 +109,15 @@ def job_main(
         if needs_spark:
             spark, created = session_for(cfg)
         result = fn(spark, cfg, args, run_date)  # type: ignore[arg-type]
-    except ConfigError as e:
+    except UserError as e:
         print(f"custembed {name}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"custembed {name}: interrupted", file=sys.stderr)
         return 130
+    except Exception:
+        log.exception("custembed %s: crashed (a bug or an environment failure, not a configuration mistake)", name)
+        return 1
     finally:
         if spark is not None and created:
             spark.stop()
@@ -142,7 +151,18 @@ def record_run(
 
     run_id = uuid.uuid4().hex[:12]
     finished = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-    row = (run_id, job, status, started, finished, rows_read, rows_accepted, rows_rejected,
-           dict(rejected_by_reason or {}), details, run_date.isoformat())
+    row = (
+        run_id,
+        job,
+        status,
+        started,
+        finished,
+        rows_read,
+        rows_accepted,
+        rows_rejected,
+        dict(rejected_by_reason or {}),
+        details,
+        run_date.isoformat(),
+    )
     lake.append(lake.spark.createDataFrame([row], schemas.RUNS), "runs")
     return run_id

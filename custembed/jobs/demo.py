@@ -18,6 +18,7 @@ from typing import Any
 
 from pyspark.sql import SparkSession
 
+from custembed import tables
 from custembed.config import Config
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ DEMO_CONF = "demo.yaml"
 
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequence[str]) -> dict[str, Any]:
+    """Writes every table of the pipeline from a generated lake, trains ``encoders`` and writes the report."""
     from custembed.jobs import embed, generate, report, score, sequences, train
 
     timings: dict[str, float] = {}
@@ -40,8 +42,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
         return result
 
     step("generate", lambda: generate.run(spark, cfg, run_date=run_date))
-    step_summary = step("sequences", lambda: sequences.run(spark, cfg, run_date=run_date,
-                                                          products=cfg.score.products))
+    step_summary = step("sequences", lambda: sequences.run(spark, cfg, run_date=run_date, products=cfg.score.products))
     trained = {}
     for name in encoders:
         trained[name] = step(f"train {name}", lambda n=name: train.run(spark, cfg, run_date=run_date, encoder_name=n))
@@ -55,18 +56,23 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
         "run_date": run_date.isoformat(),
         "rows": {k: step_summary[k] for k in ("rows_read", "rows_accepted", "rows_rejected")},
         "rejected_by_reason": step_summary["rejected_by_reason"],
-        "validation": {n: {k: v for k, v in t.items() if k.startswith(("val_", "hr", "ndcg"))}
-                       for n, t in trained.items()},
+        "validation": {
+            n: {k: v for k, v in t.items() if k.startswith(("val_", "hr", "ndcg"))} for n, t in trained.items()
+        },
         "timings_s": {**timings, "total": total},
-        "tables": f"database `{cfg.project.database}` in {lake / 'warehouse'} "
-                  f"(try: custembed sql \"show tables\")",
+        "tables": f"database `{cfg.project.database}` in {tables.warehouse_dir(lake)} "
+        f'(try: custembed sql "show tables")',
         "report": report_summary["report"],
     }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--encoders", nargs="+", default=["bert4rec", "electra"],
-                        help="encoders to train (names under train.encoders; default bert4rec electra)")
+    parser.add_argument(
+        "--encoders",
+        nargs="+",
+        default=["bert4rec", "electra"],
+        help="encoders to train (names under train.encoders; default bert4rec electra)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -75,5 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(argv) if argv is not None else sys.argv[1:]
     if "--conf" not in args:
         args = ["--conf", DEMO_CONF, *args]
-    return job_main("demo", args, add_arguments,
-                    lambda spark, cfg, ns, run_date: run(spark, cfg, run_date=run_date, encoders=ns.encoders))
+    return job_main(
+        "demo",
+        args,
+        add_arguments,
+        lambda spark, cfg, ns, run_date: run(spark, cfg, run_date=run_date, encoders=ns.encoders),
+    )

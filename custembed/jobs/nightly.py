@@ -4,8 +4,10 @@ Each stage records its outcome in ``runs`` (job ``nightly:<stage>``). A rerun
 for the same date skips stages that already succeeded for it and resumes from
 the first unfinished one (``--force`` reruns everything). Every table is
 written with dynamic partition overwrite for the run date only, so a failing
-stage leaves earlier dates untouched; the job then exits non-zero with one line
-naming the stage.
+stage leaves earlier dates untouched. A stage stopped by a user mistake
+(``UserError``: a missing table, a bad input) exits 2 with one line naming the
+stage; a stage that crashes exits 1 with its stack trace in the log. Either way
+the failure is recorded in ``runs`` and a rerun resumes from that stage.
 """
 
 from __future__ import annotations
@@ -20,27 +22,38 @@ from typing import Any
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from custembed.config import Config, ConfigError
+from custembed.config import Config
+from custembed.errors import UserError
 from custembed.io import Lake
 
 log = logging.getLogger(__name__)
 
 
-class StageFailed(ConfigError):
-    """A stage of the nightly run failed: one line, non-zero exit, earlier stages kept."""
+class StageFailed(UserError):
+    """A stage stopped on a user mistake: one line naming the stage, exit 2, earlier stages kept."""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def succeeded_stages(lake: Lake, run_date: dt.date) -> set[str]:
     if not lake.exists("runs"):
         return set()
-    rows = (lake.read_partition("runs", run_date.isoformat())
-            .where(F.col("job").startswith("nightly:") & (F.col("status") == "succeeded"))
-            .select("job").distinct().collect())
+    rows = (
+        lake.read_partition("runs", run_date.isoformat())
+        .where(F.col("job").startswith("nightly:") & (F.col("status") == "succeeded"))
+        .select("job")
+        .distinct()
+        .collect()
+    )
     return {r["job"].split(":", 1)[1] for r in rows}
 
 
-def stages(cfg: Config, run_date: dt.date, sources: Sequence[str],
-           with_report: bool) -> list[tuple[str, Callable[[SparkSession], Any]]]:
+def stages(
+    cfg: Config, run_date: dt.date, sources: Sequence[str], with_report: bool
+) -> list[tuple[str, Callable[[SparkSession], Any]]]:
     from custembed.jobs import embed, score, sequences
 
     plan: list[tuple[str, Callable[[SparkSession], Any]]] = [
@@ -56,8 +69,16 @@ def stages(cfg: Config, run_date: dt.date, sources: Sequence[str],
     return plan
 
 
-def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, sources: Sequence[str], force: bool = False,
-        with_report: bool = True) -> dict[str, Any]:
+def run(
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    run_date: dt.date,
+    sources: Sequence[str],
+    force: bool = False,
+    with_report: bool = True,
+) -> dict[str, Any]:
+    """Runs the stages not yet done for ``run_date`` (reads ``runs``); each writes its tables and a ``runs`` row."""
     from custembed.jobs.common import lake_from, record_run
 
     lake = lake_from(spark, cfg)
@@ -74,21 +95,39 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, sources: Sequenc
         try:
             stage(spark)
         except Exception as e:
-            record_run(lake, job=f"nightly:{name}", run_date=run_date, started=started, status="failed",
-                       details=str(e).splitlines()[0][:500] if str(e) else type(e).__name__)
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise StageFailed(f"stage {name} failed: {first} (rerun to resume from this stage)") from e
+            record_run(
+                lake,
+                job=f"nightly:{name}",
+                run_date=run_date,
+                started=started,
+                status="failed",
+                details=_first_line(e)[:500],
+            )
+            if isinstance(e, UserError):
+                raise StageFailed(f"stage {name} failed: {_first_line(e)} (rerun to resume from this stage)") from e
+            log.error("nightly %s: stage %s crashed; a rerun resumes from this stage", run_date, name)
+            raise
         seconds = round(time.monotonic() - t0, 1)
-        record_run(lake, job=f"nightly:{name}", run_date=run_date, started=started, status="succeeded",
-                   details=f'{{"seconds": {seconds}}}')
+        record_run(
+            lake,
+            job=f"nightly:{name}",
+            run_date=run_date,
+            started=started,
+            status="succeeded",
+            details=f'{{"seconds": {seconds}}}',
+        )
         timings[name] = f"{seconds} s"
     return {"run_date": run_date.isoformat(), "stages": timings}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--sources", nargs="+", default=None,
-                        help="embedding sources: encoder names (registry champions) and/or counts "
-                             "(default: score.sources, else every trained encoder plus counts)")
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        default=None,
+        help="embedding sources: encoder names (registry champions) and/or counts "
+        "(default: score.sources, else every trained encoder plus counts)",
+    )
     parser.add_argument("--force", action="store_true", help="rerun stages that already succeeded")
     parser.add_argument("--no-report", action="store_true", help="skip the HTML report")
 
@@ -109,7 +148,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     def go(spark: SparkSession, cfg: Config, args: argparse.Namespace, run_date: dt.date) -> dict[str, Any]:
         sources = args.sources or default_sources(cfg, cfg.project.lake_dir)
-        return run(spark, cfg, run_date=run_date, sources=sources, force=args.force,
-                   with_report=not args.no_report)
+        return run(spark, cfg, run_date=run_date, sources=sources, force=args.force, with_report=not args.no_report)
 
     return job_main("nightly", argv, add_arguments, go)

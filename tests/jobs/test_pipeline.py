@@ -11,6 +11,8 @@ import pyarrow.parquet as pq
 import pytest
 
 RUN = "2023-07-31"
+# the notebooks this module runs read the default database
+DATABASE = "custembed"
 
 
 def _train_and_record(spec, out_dir: str):  # type: ignore[no-untyped-def]
@@ -38,18 +40,34 @@ def test_torchdistributor_two_processes_end_with_identical_weights(spark, tmp_pa
     data.mkdir()
     for part in range(4):
         rows = [[3 + (part + i + j) % 7 for j in range(12)] for i in range(40)]
-        pq.write_table(pa.table({"customer_id": [f"c{part}-{i}" for i in range(40)],
-                                 "tokens": pa.array(rows, pa.list_(pa.int32())),
-                                 "text": ["x"] * 40}), data / f"part-{part}.parquet")
-    spec = TrainSpec(data_path=str(data), output_dir=str(tmp_path / "out"), checkpoint_dir=str(tmp_path / "ckpt"),
-                     encoder_kind="bert4rec",
-                     encoder_params={"vocab_size": 12, "hidden_size": 32, "num_layers": 2, "num_heads": 2,
-                                     "max_len": 16},
-                     epochs=2, batch_size=16, lr=1e-3, log_every=5, checkpoint_every=10, val_pct=10)
+        pq.write_table(
+            pa.table(
+                {
+                    "customer_id": [f"c{part}-{i}" for i in range(40)],
+                    "tokens": pa.array(rows, pa.list_(pa.int32())),
+                    "text": ["x"] * 40,
+                }
+            ),
+            data / f"part-{part}.parquet",
+        )
+    spec = TrainSpec(
+        data_path=str(data),
+        output_dir=str(tmp_path / "out"),
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        encoder_kind="bert4rec",
+        encoder_params={"vocab_size": 12, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_len": 16},
+        epochs=2,
+        batch_size=16,
+        lr=1e-3,
+        log_every=5,
+        checkpoint_every=10,
+        val_pct=10,
+    )
     records = tmp_path / "records"
     records.mkdir()
     result = TorchDistributor(num_processes=2, local_mode=True, use_gpu=False).run(
-        _train_and_record, spec, str(records))
+        _train_and_record, spec, str(records)
+    )
     ranks = [json.loads(p.read_text()) for p in sorted(records.glob("rank-*.json"))]
     assert len(ranks) == 2 and result["world_size"] == 2
     assert ranks[0]["weights_sha256"] == ranks[1]["weights_sha256"]
@@ -57,17 +75,36 @@ def test_torchdistributor_two_processes_end_with_identical_weights(spark, tmp_pa
 
 
 @pytest.mark.slow
-def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path) -> None:  # type: ignore[no-untyped-def]
+def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path, database: str) -> None:  # type: ignore[no-untyped-def]
     from custembed.jobs import embed, generate, nightly, report, score, sequences, train
 
-    small = [*lake_sets, "--run-date", RUN,
-             "--set", "generate.customers=1200", "--set", "generate.purchase_rate=0.06",
-             "--set", "train.encoders.bert4rec.hidden_size=32", "--set", "train.encoders.bert4rec.epochs=2",
-             "--set", "train.encoders.bert4rec.batch_size=32", "--set", "train.encoders.bert4rec.log_every=10",
-             "--set", "train.encoders.bert4rec.early_stopping_patience=null",
-             "--set", "embed.batch_size=64", "--set", "embed.partitions=2",
-             "--set", "score.products=[water_purifier, refrigerator, styler]",
-             "--set", "score.comparison.classifiers=[random_forest, logistic_regression]"]
+    small = [
+        *lake_sets,
+        "--run-date",
+        RUN,
+        "--set",
+        "generate.customers=1200",
+        "--set",
+        "generate.purchase_rate=0.06",
+        "--set",
+        "train.encoders.bert4rec.model.hidden_size=32",
+        "--set",
+        "train.encoders.bert4rec.epochs=2",
+        "--set",
+        "train.encoders.bert4rec.batch_size=32",
+        "--set",
+        "train.encoders.bert4rec.log_every=10",
+        "--set",
+        "train.encoders.bert4rec.early_stopping_patience=null",
+        "--set",
+        "embed.batch_size=64",
+        "--set",
+        "embed.partitions=2",
+        "--set",
+        "score.products=[water_purifier, refrigerator, styler]",
+        "--set",
+        "score.comparison.classifiers=[random_forest, logistic_regression]",
+    ]
     assert generate.main(small) == 0
     assert sequences.main(small) == 0
     assert train.main([*small, "--encoder", "bert4rec"]) == 0
@@ -75,26 +112,37 @@ def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path) -
     assert embed.main([*small, "--encoder", "counts"]) == 0
     assert score.main(small) == 0
 
-    spark.catalog.setCurrentDatabase("custembed")
-    seqs = {r["view"]: r["n"] for r in spark.sql(
-        f"select view, count(*) n from sequences where dt='{RUN}' group by view").collect()}
-    embeds = {(r["source"], r["view"]): r["n"] for r in spark.sql(
-        f"select source, view, count(*) n from embeddings where dt='{RUN}' group by 1, 2").collect()}
+    spark.catalog.setCurrentDatabase(database)
+    seqs = {
+        r["view"]: r["n"]
+        for r in spark.sql(f"select view, count(*) n from sequences where dt='{RUN}' group by view").collect()
+    }
+    embeds = {
+        (r["source"], r["view"]): r["n"]
+        for r in spark.sql(f"select source, view, count(*) n from embeddings where dt='{RUN}' group by 1, 2").collect()
+    }
     for source in ("bert4rec", "counts"):
         assert embeds[(source, "train")] == seqs["train"] and embeds[(source, "current")] == seqs["current"]
-    dims = {r["source"]: r["d"] for r in spark.sql(
-        f"select source, min(size(vector)) d from embeddings where dt='{RUN}' group by source").collect()}
+    dims = {
+        r["source"]: r["d"]
+        for r in spark.sql(
+            f"select source, min(size(vector)) d from embeddings where dt='{RUN}' group by source"
+        ).collect()
+    }
     assert dims["bert4rec"] == 32
     metrics = spark.sql(f"select * from model_metrics where dt='{RUN}'").collect()
     default = [m for m in metrics if m["classifier"] == "random_forest"]
     assert len(default) == 2 * 3
     assert {m["classifier"] for m in metrics} == {"random_forest", "logistic_regression"}
     assert all(m["rows"] == seqs["train"] and 0.0 <= m["auc"] <= 1.0 for m in default if m["positives"])
-    scores = spark.sql(f"select count(*) n, min(decile) lo, max(decile) hi from propensity_scores "
-                       f"where dt='{RUN}'").collect()[0]
+    scores = spark.sql(
+        f"select count(*) n, min(decile) lo, max(decile) hi from propensity_scores where dt='{RUN}'"
+    ).collect()[0]
     assert scores["n"] == seqs["current"] * 3 * 2 and (scores["lo"], scores["hi"]) == (1, 10)
-    lift = spark.sql(f"select sum(customers) c from decile_lift where dt='{RUN}' and classifier='random_forest' "
-                     "and source='counts' and product='styler'").collect()[0]["c"]
+    lift = spark.sql(
+        f"select sum(customers) c from decile_lift where dt='{RUN}' and classifier='random_forest' "
+        "and source='counts' and product='styler'"
+    ).collect()[0]["c"]
     assert lift == seqs["train"]
     top = spark.sql("select count(*) n from top_decile_customers").collect()[0]["n"]
     assert 0 < top <= scores["n"] / 10 + 2 * 3
@@ -109,16 +157,21 @@ def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path) -
     # nightly: every stage runs once, a rerun skips what succeeded, tables unchanged
     assert nightly.main([*small, "--sources", "bert4rec", "counts", "--no-report"]) == 0
     assert nightly.main([*small, "--sources", "bert4rec", "counts", "--no-report"]) == 0
-    stages = spark.sql(f"select job, count(*) n from runs where dt='{RUN}' and job like 'nightly:%' "
-                       "group by job").collect()
+    stages = spark.sql(
+        f"select job, count(*) n from runs where dt='{RUN}' and job like 'nightly:%' group by job"
+    ).collect()
     assert {r["job"]: r["n"] for r in stages} == {
-        "nightly:sequences": 1, "nightly:embed-bert4rec": 1, "nightly:embed-counts": 1, "nightly:score": 1}
+        "nightly:sequences": 1,
+        "nightly:embed-bert4rec": 1,
+        "nightly:embed-counts": 1,
+        "nightly:score": 1,
+    }
     assert {t: spark.table(t).count() for t in before} == after
 
     out = lake_dir / "report.html"
     assert report.main([*small, "--output", str(out)]) == 0
     page = out.read_text()
-    assert "data-section=\"model-comparison\"" in page and page.count("data:image/png;base64,") >= 3
+    assert 'data-section="model-comparison"' in page and page.count("data:image/png;base64,") >= 3
 
     # the analyst notebooks run on these real tables
     from custembed.explore import execute_notebook
@@ -126,8 +179,10 @@ def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path) -
     notebooks = sorted((Path(__file__).resolve().parents[2] / "notebooks").glob("*.ipynb"))
     assert len(notebooks) >= 2
     for notebook in notebooks:
-        execute_notebook(notebook, {"CUSTEMBED_LAKE": str(lake_dir), "CUSTEMBED_PRODUCT": "water_purifier",
-                                    "CUSTEMBED_RUN_DATE": RUN})
+        execute_notebook(
+            notebook,
+            {"CUSTEMBED_LAKE": str(lake_dir), "CUSTEMBED_PRODUCT": "water_purifier", "CUSTEMBED_RUN_DATE": RUN},
+        )
 
 
 def test_embed_and_score_report_user_errors_in_one_line(spark, lake_sets, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -11,7 +11,8 @@ from pyspark.testing import assertDataFrameEqual
 
 from custembed import schemas
 from custembed.catalogue import parse_catalogue
-from custembed.config import ConfigError, LabelWindow, SequencesConfig
+from custembed.config import LabelWindow, SequencesConfig
+from custembed.errors import InputError
 from custembed.jobs import sequences as seq
 
 CATALOGUE = parse_catalogue(
@@ -46,7 +47,10 @@ def timelines_of(spark, rows, schema=SCHEMA):  # type: ignore[no-untyped-def]
 
 def sequences_of(spark, rows, *, cutoff=dt.date(2023, 1, 31), max_len=200):  # type: ignore[no-untyped-def]
     return seq.build_sequences(
-        timelines_of(spark, rows), cutoff=cutoff, max_len=max_len, no_action_id=NO,
+        timelines_of(spark, rows),
+        cutoff=cutoff,
+        max_len=max_len,
+        no_action_id=NO,
         action_texts=CATALOGUE.id_to_text(),
     )
 
@@ -85,8 +89,11 @@ def test_ties_in_time_are_ordered_by_action_id(spark) -> None:
 
 
 def test_events_after_the_cutoff_are_not_in_the_train_view(spark) -> None:
-    rows = [("c1", ts("2023-01-10 10:00:00"), "ASK", "tv"), ("c1", ts("2023-03-01 10:00:00"), "BUY", "tv"),
-            ("c2", ts("2023-03-01 10:00:00"), "BUY", "tv")]
+    rows = [
+        ("c1", ts("2023-01-10 10:00:00"), "ASK", "tv"),
+        ("c1", ts("2023-03-01 10:00:00"), "BUY", "tv"),
+        ("c2", ts("2023-03-01 10:00:00"), "BUY", "tv"),
+    ]
     out = sequences_of(spark, rows).select("customer_id", "tokens")
     assertDataFrameEqual(out, spark.createDataFrame([("c1", [ASK_TV])], "customer_id string, tokens array<int>"))
 
@@ -123,14 +130,21 @@ def test_unparseable_and_blank_text_times(spark) -> None:
 
 def test_exact_duplicates_are_rejected_once_per_surplus_copy(spark) -> None:
     row = ("c1", ts("2023-01-05 10:00:00"), "BUY", "tv")
-    rows = [row, row, row, ("c1", ts("2023-01-06 10:00:00"), "BUY", "tv"),
-            ("c1", ts("2023-01-05 10:00:00"), "BUY", "TV")]  # same action, other raw code: not a duplicate
+    rows = [
+        row,
+        row,
+        row,
+        ("c1", ts("2023-01-06 10:00:00"), "BUY", "tv"),
+        ("c1", ts("2023-01-05 10:00:00"), "BUY", "TV"),
+    ]  # same action, other raw code: not a duplicate
     events = spark.createDataFrame(rows, SCHEMA)
     mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
     timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
     dups = seq.duplicate_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
-    assert dups.select("reason", "customer_id", "item").collect() == [
-        Row(reason="duplicate", customer_id="c1", item="tv")] * 2
+    assert (
+        dups.select("reason", "customer_id", "item").collect()
+        == [Row(reason="duplicate", customer_id="c1", item="tv")] * 2
+    )
     sizes = timelines.select(F.size("_packed").alias("n")).collect()
     assert sizes == [Row(n=3)]
 
@@ -145,11 +159,16 @@ def test_labels_count_purchases_inside_each_window_only(spark) -> None:
     ]
     cutoff = dt.date(2023, 1, 31)
     windows = seq.label_windows(SequencesConfig().label_windows, cutoff, RUN)
-    labels = seq.build_labels(timelines_of(spark, rows), cutoff=cutoff, windows=windows,
-                              products=[("tv", BUY_TV), ("fridge", BUY_FRIDGE)])
+    labels = seq.build_labels(
+        timelines_of(spark, rows), cutoff=cutoff, windows=windows, products=[("tv", BUY_TV), ("fridge", BUY_FRIDGE)]
+    )
     positives = labels.where("label = 1").select("customer_id", "product", "label_window")
-    assertDataFrameEqual(positives, spark.createDataFrame(
-        [("c1", "tv", "train"), ("c2", "fridge", "test")], "customer_id string, product string, label_window string"))
+    assertDataFrameEqual(
+        positives,
+        spark.createDataFrame(
+            [("c1", "tv", "train"), ("c2", "fridge", "test")], "customer_id string, product string, label_window string"
+        ),
+    )
     assert labels.count() == 3 * 2 * 2
 
 
@@ -167,13 +186,15 @@ def test_cutoff_and_windows_from_the_run_date() -> None:
 
 
 def test_missing_column_and_wrong_type_fail_at_start(spark) -> None:
-    no_item = spark.createDataFrame([("c1", ts("2023-01-01 00:00:00"), "BUY")],
-                                    "customer_id string, event_time timestamp, event_type string")
-    with pytest.raises(ConfigError, match="missing required column 'item'"):
+    no_item = spark.createDataFrame(
+        [("c1", ts("2023-01-01 00:00:00"), "BUY")], "customer_id string, event_time timestamp, event_type string"
+    )
+    with pytest.raises(InputError, match="missing required column 'item'"):
         seq.validate_events(no_item, "t")
-    bad_time = spark.createDataFrame([("c1", 5, "BUY", "tv")],
-                                     "customer_id string, event_time int, event_type string, item string")
-    with pytest.raises(ConfigError, match="'event_time' has type int"):
+    bad_time = spark.createDataFrame(
+        [("c1", 5, "BUY", "tv")], "customer_id string, event_time int, event_type string, item string"
+    )
+    with pytest.raises(InputError, match="'event_time' has type int"):
         seq.validate_events(bad_time, "t")
 
 
@@ -185,9 +206,9 @@ def _run_job(lake_sets, *extra: str) -> int:  # type: ignore[no-untyped-def]
     return sequences.main([*lake_sets, *small, *extra])
 
 
-def test_job_counts_add_up_and_rerun_replaces(spark, lake_sets, lake_dir) -> None:  # type: ignore[no-untyped-def]
+def test_job_counts_add_up_and_rerun_replaces(spark, lake_sets, lake_dir, database) -> None:  # type: ignore[no-untyped-def]
     assert _run_job(lake_sets) == 0
-    spark.catalog.setCurrentDatabase("custembed")
+    spark.catalog.setCurrentDatabase(database)
     first = {t: spark.table(t).where("dt = '2023-07-31'").count() for t in ("sequences", "labels", "rejects")}
     assert _run_job(lake_sets) == 0
     second = {t: spark.table(t).where("dt = '2023-07-31'").count() for t in ("sequences", "labels", "rejects")}

@@ -13,9 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from custembed.config import ConfigError, read_yaml, resolve_conf_file
+from custembed.config import ConfigError, read_yaml_file, resolve_conf_file
 
 PAD_ID = 0
 MASK_ID = 1
@@ -131,10 +129,4 @@ def parse_catalogue(data: Mapping[str, Any], source: str) -> ActionCatalogue:
 def load_catalogue(name: str) -> ActionCatalogue:
     """Load a catalogue file by path or by its name in ``conf/``."""
     path = resolve_conf_file(name)
-    try:
-        data = read_yaml(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{path}: top level must be a mapping")
-    return parse_catalogue(data, str(path))
+    return parse_catalogue(read_yaml_file(path), str(path))

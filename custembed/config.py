@@ -240,7 +240,8 @@ def read_yaml(text: str) -> Any:
     return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
+def read_yaml_file(path: Path) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, read strictly; a ``ConfigError`` naming the file otherwise."""
     try:
         data = read_yaml(path.read_text()) or {}
     except yaml.YAMLError as e:
@@ -385,11 +386,11 @@ def _build_config(data: Mapping[str, Any], source: str) -> Config:
 def load_config(conf_file: str | None = None, sets: Sequence[str] = ()) -> Config:
     """``conf/base.yaml``, then ``conf_file``, then ``--set`` overrides, validated at each layer."""
     base_path = conf_dir() / "base.yaml"
-    data = _read_yaml(base_path)
+    data = read_yaml_file(base_path)
     _build_config(data, str(base_path))
     if conf_file:
         path = resolve_conf_file(conf_file)
-        override = _read_yaml(path)
+        override = read_yaml_file(path)
         data = _merge(data, override)
         _build_config(data, str(path))
     for assignment in sets:

@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-import yaml
 from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 
 from custembed import schemas, tables
-from custembed.config import Config, ConfigError, RetailFamilies, build, read_yaml, resolve_conf_file
+from custembed.config import Config, RetailFamilies, build, read_yaml_file, resolve_conf_file
 from custembed.errors import InputError
 
 DEFAULT_INPUT = "../shared/data/online_retail.csv.gz"
@@ -31,13 +30,7 @@ GOODS_CODE = r"^[0-9]{5}[A-Za-z]{0,2}$"  # real products: five digits and an opt
 def family_rules(path: str = "retail_families.yaml") -> tuple[dict[str, str], list[tuple[str, str]]]:
     """(service items by stock code, (family, pattern) rules in order) of a family file, read strictly."""
     file = resolve_conf_file(path)
-    try:
-        data = read_yaml(file.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{file}: not valid YAML ({str(e).splitlines()[0]})") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{file}: top level must be a mapping")
-    families = build(RetailFamilies, data, str(file))
+    families = build(RetailFamilies, read_yaml_file(file), str(file))
     return dict(families.services), [(rule.family, rule.pattern) for rule in families.rules]
 
 

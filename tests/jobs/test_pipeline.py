@@ -25,6 +25,7 @@ def _train_and_record(spec, out_dir: str):  # type: ignore[no-untyped-def]
     return result
 
 
+@pytest.mark.slow
 def test_torchdistributor_two_processes_end_with_identical_weights(spark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     import sys
 

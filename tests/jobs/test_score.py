@@ -74,6 +74,7 @@ def test_fit_forests_fits_one_forest_per_source_and_product(spark) -> None:  # t
     assert [r["classifier"] for r in info.collect()] == [SPARK_RF] and list(forests) == [("s", "p")]
 
 
+@pytest.mark.slow
 def test_one_fit_and_apply_path_for_both_families(spark) -> None:  # type: ignore[no-untyped-def]
     train, labels = _train(spark)
     plan = ScorePlan(

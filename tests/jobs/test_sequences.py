@@ -206,6 +206,7 @@ def _run_job(lake_sets, *extra: str) -> int:  # type: ignore[no-untyped-def]
     return sequences.main([*lake_sets, *small, *extra])
 
 
+@pytest.mark.slow
 def test_job_counts_add_up_and_rerun_replaces(spark, lake_sets, lake_dir, database) -> None:  # type: ignore[no-untyped-def]
     assert _run_job(lake_sets) == 0
     spark.catalog.setCurrentDatabase(database)

@@ -99,19 +99,67 @@ def best_sources(comparison: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(winners, index=comparison.index)
 
 
-def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str) -> list[str]:
-    """The comparison as text lines: per product and source AUC, F1, top-10 % lift and buyers; then means.
+# What :func:`comparison_lines` shows: point values, the AUC's interval and its paired difference to the best source.
+COMPARISON_LINE_VALUES: tuple[str, ...] = (
+    "auc",
+    "auc_lo",
+    "auc_hi",
+    "f1",
+    "top10_lift",
+    "positives",
+    "auc_diff",
+    "auc_diff_lo",
+    "auc_diff_hi",
+)
+PROTOCOL_NAMES = {
+    "customer_disjoint": "held-out customers (customer-disjoint folds), test window",
+    "same_customers": "the training customers, next (test) window: the paper's protocol",
+}
 
-    ``comparison`` is :func:`model_comparison` with ``values`` ``auc, f1, top10_lift, positives``. The mean
-    AUC per source is over the products with an AUC, its mean lift over the same products.
+
+def protocol_name(protocol: str) -> str:
+    """How a ``model_metrics.protocol`` value reads in a heading."""
+    return PROTOCOL_NAMES.get(protocol, protocol)
+
+
+def _versus_best(row: pd.Series) -> str:
+    """``best``, or the AUC difference to the best source with its paired interval; ``*`` when it excludes 0."""
+    if pd.isna(row.get("auc")):
+        return ""
+    if pd.isna(row.get("auc_diff")):
+        return "best"
+    lo, hi = row.get("auc_diff_lo"), row.get("auc_diff_hi")
+    if pd.isna(lo) or pd.isna(hi):
+        return f"{row['auc_diff']:+.3f}"
+    mark = " *" if hi < 0 or lo > 0 else ""
+    return f"{row['auc_diff']:+.3f} [{lo:+.3f}, {hi:+.3f}]{mark}"
+
+
+def _interval(row: pd.Series, metric: str) -> str:
+    lo, hi = row.get(f"{metric}_lo"), row.get(f"{metric}_hi")
+    return "" if lo is None or hi is None or pd.isna(lo) or pd.isna(hi) else f"[{lo:.3f}, {hi:.3f}]"
+
+
+def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str, protocol: str | None = None) -> list[str]:
+    """The comparison as text lines: per product and source AUC (95 % interval), F1, top-10 % lift, buyers
+    and the AUC difference to the product's best source (paired bootstrap interval, ``*`` significant);
+    then means.
+
+    ``comparison`` is :func:`model_comparison` with ``values`` :data:`COMPARISON_LINE_VALUES` (or at least
+    ``auc, f1, top10_lift, positives``). The mean AUC per source is over the products with an AUC, its
+    mean lift over the same products. ``protocol`` (``model_metrics.protocol``) is named in the heading.
     """
 
     def fmt(value: float, width: int) -> str:
         return f"{'-':>{width}}" if pd.isna(value) else f"{value:>{width}.3f}"
 
+    heading = f"\nmodel comparison ({classifier}, test window, run date {day})"
+    if protocol:
+        heading = f"\nmodel comparison ({classifier}, run date {day}; evaluated on {protocol_name(protocol)})"
     lines = [
-        f"\nmodel comparison ({classifier}, test window, run date {day})",
-        f"{'product':<18} {'source':<10} {'AUC':>6} {'F1':>6} {'lift@10%':>9} {'buyers':>7}",
+        heading,
+        f"{'product':<18} {'source':<10} {'AUC':>6} {'95 % interval':<15} {'F1':>6} {'lift@10%':>9} "
+        f"{'buyers':>7}  AUC vs best source (95 %, * = significant)",
     ]
     sources = list(comparison["auc"].columns)
     for product in comparison.index:
@@ -121,13 +169,13 @@ def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str) -> 
                 continue
             buyers = "-" if pd.isna(row["positives"]) else str(int(row["positives"]))
             lines.append(
-                f"{product:<18} {source:<10} {fmt(row['auc'], 6)} {fmt(row['f1'], 6)} "
-                f"{fmt(row['top10_lift'], 9)} {buyers:>7}"
+                f"{product:<18} {source:<10} {fmt(row['auc'], 6)} {_interval(row, 'auc'):<15} {fmt(row['f1'], 6)} "
+                f"{fmt(row['top10_lift'], 9)} {buyers:>7}  {_versus_best(row)}".rstrip()
             )
     for source in sources:
         auc = comparison[("auc", source)]
         if auc.notna().any():
             lift = comparison[("top10_lift", source)][auc.notna()].dropna()
             lift_mean = float(lift.mean()) if len(lift) else 0.0
-            lines.append(f"{'mean':<18} {source:<10} {auc.mean():>6.3f} {'':>6} {lift_mean:>9.3f}")
+            lines.append(f"{'mean':<18} {source:<10} {auc.mean():>6.3f} {'':<15} {'':>6} {lift_mean:>9.3f}")
     return lines

@@ -130,6 +130,17 @@ class TrainConfig:
     use_gpu: bool = False
     files_per_process: int = field(default=2, metadata={"help": "Parquet files per process in the training snapshot"})
     alias: str = field(default="champion", metadata={"help": "registry alias set on a newly trained version"})
+    promote: str = field(
+        default="if_better",
+        metadata={
+            "help": "if_better: the alias moves only when the new version's validation loss is not above the "
+            "alias holder's on the same held-out customers; always: to every new version"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.promote not in ("always", "if_better"):
+            raise TypeError(f"promote must be always or if_better, got {self.promote!r}")
 
 
 @dataclass(frozen=True)
@@ -172,6 +183,19 @@ class ScoreConfig:
         metadata={"help": "random_forest, xgboost, lightgbm, logistic_regression, mlp, spark_random_forest"},
     )
     balance: str = field(default="undersample", metadata={"help": "undersample (50/50, seeded) or class_weight"})
+    protocol: str = field(
+        default="customer_disjoint",
+        metadata={
+            "help": "customer_disjoint: fit on train-fold customers, measure on the held-out test-fold customers; "
+            "same_customers: the paper's protocol (the same customers, next label window)"
+        },
+    )
+    test_share: float = field(
+        default=0.3, metadata={"help": "share of customers hashed (seeded) into the test fold (customer_disjoint)"}
+    )
+    bootstrap: int = field(
+        default=200, metadata={"help": "bootstrap replicates for the 95 % intervals of model_metrics; 0: none"}
+    )
     seed: int = 13
     threshold: float = field(default=0.5, metadata={"help": "score at or above which a customer is predicted buyer"})
     scoring_source: str | None = field(

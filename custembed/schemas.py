@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pyspark.sql.types import (
     ArrayType,
+    BooleanType,
     DataType,
     DoubleType,
     FloatType,
@@ -41,6 +42,7 @@ _ATOMIC: dict[str, DataType] = {
     "bigint": LongType(),
     "double": DoubleType(),
     "float": FloatType(),
+    "boolean": BooleanType(),
     "timestamp": TimestampType(),
 }
 

@@ -202,7 +202,7 @@ _TABLES: tuple[Table, ...] = (
             _c("seq_len", "int", "length kept (<= max_len)"),
             _c("full_len", "int", "length before truncation"),
             _c("n_events", "int", "real events up to the cutoff"),
-            _c("n_no_action", "int", "empty months filled with 'no action'"),
+            _c("n_no_action", "int", "empty complete months filled with 'no action'"),
             _c("first_event_time", "timestamp"),
             _c("last_event_time", "timestamp"),
             _c(DT, "string"),
@@ -294,6 +294,18 @@ _TABLES: tuple[Table, ...] = (
             _c("recall", "double"),
             _c("accuracy", "double"),
             _c("top10_lift", "double"),
+            _c("protocol", "string", "customer_disjoint or same_customers (score.protocol)"),
+            _c("bootstrap", "int", "bootstrap replicates behind the intervals (0: none)"),
+            *(
+                _c(f"{metric}_{end}", "double", f"{'lower' if end == 'lo' else 'upper'} end of the 95 % interval")
+                for metric in ("auc", "f1", "precision", "recall", "accuracy", "top10_lift")
+                for end in ("lo", "hi")
+            ),
+            _c("best_source", "string", "source with the highest AUC for this product and classifier"),
+            _c("auc_diff", "double", "this AUC minus the best source's; null for the best"),
+            _c("auc_diff_lo", "double", "paired bootstrap 95 % interval of auc_diff"),
+            _c("auc_diff_hi", "double"),
+            _c("auc_diff_significant", "boolean", "the interval of auc_diff excludes 0"),
             _c("train_rows", "bigint"),
             _c("train_seconds", "double"),
             _c("message", "string"),

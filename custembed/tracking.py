@@ -12,6 +12,7 @@ mix); the alias (default
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,35 @@ log = logging.getLogger(__name__)
 
 ARTIFACT_PATH = "encoder"
 RUN_KEY_TAG = "custembed.train_key"
+# model-version tags of a trained encoder (also written to LINEAGE_FILE in its directory)
+TAG_RUN_DATE = "custembed.run_date"
+TAG_CUTOFF = "custembed.train_cutoff"  # last day of the data it was trained on
+TAG_INIT_CHECKPOINT = "custembed.init_checkpoint"  # what a fine-tuned model started from, as configured
+TAG_TRAINING_KEY = "custembed.training_key"  # sequences files + training config it was trained from
+TAG_PROMOTION = "custembed.promotion"
+LINEAGE_FILE = "custembed_lineage.json"
+PROMOTE_POLICIES = ("always", "if_better")
+
+
+def promotion(policy: str, metrics: Mapping[str, Any], champion: str | None) -> tuple[bool, str]:
+    """Whether a new version takes the alias, and why.
+
+    ``if_better``: only when its validation loss (masked-token loss on its held-out customers)
+    is not above that of the current alias holder (``champion``) on the same customers and
+    masks (``champion_val_loss``, computed by the training loop); ``always``: every version.
+    """
+    if policy not in PROMOTE_POLICIES:
+        raise ValueError(f"promote policy must be one of {', '.join(PROMOTE_POLICIES)}, got {policy!r}")
+    if policy == "always":
+        return True, "promote policy is 'always'"
+    if champion is None:
+        return True, "no version holds the alias yet"
+    new, old = metrics.get("val_loss"), metrics.get("champion_val_loss")
+    if new is None or old is None:
+        return False, f"no validation loss of both this version and version {champion} to compare (--promote to force)"
+    if new <= old:
+        return True, f"val_loss {new:.4f} <= {old:.4f} of version {champion} on the same held-out customers"
+    return False, f"val_loss {new:.4f} > {old:.4f} of version {champion} on the same held-out customers"
 
 
 def model_name(encoder_name: str, prefix: str = "custembed") -> str:
@@ -66,8 +96,19 @@ class Tracking:
             client.log_param(run.info.run_id, name, str(value)[:500])
         return str(run.info.run_id), False
 
-    def finish_run(self, run_id: str, metrics: dict[str, Any], encoder_dir: Path, encoder_name: str, alias: str) -> str:
-        """Log final metrics and the encoder, register a new version, give it ``alias``; returns the version."""
+    def finish_run(
+        self,
+        run_id: str,
+        metrics: Mapping[str, Any],
+        encoder_dir: Path,
+        encoder_name: str,
+        *,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Log final metrics and the encoder, register a new version with ``tags``; returns the version.
+
+        The alias is moved separately (:meth:`record_promotion`).
+        """
         client = self.client()
         for name, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -79,16 +120,47 @@ class Tracking:
         except Exception:  # noqa: BLE001 - MLflow raises its own RestException for "not found"
             client.create_registered_model(name)
         source = f"{client.get_run(run_id).info.artifact_uri}/{ARTIFACT_PATH}"
-        version = client.create_model_version(name, source, run_id=run_id)
-        client.set_registered_model_alias(name, alias, version.version)
+        version = client.create_model_version(name, source, run_id=run_id, tags=dict(tags or {}))
         client.set_terminated(run_id, "FINISHED")
         return str(version.version)
+
+    def record_promotion(self, encoder_name: str, version: str, alias: str, *, promoted: bool, reason: str) -> None:
+        """Give ``version`` the ``alias`` when ``promoted``; tag the version with the decision either way."""
+        client = self.client()
+        name = self.model_name(encoder_name)
+        verdict = f"{'took' if promoted else 'did not take'} alias {alias}: {reason}"
+        client.set_model_version_tag(name, version, TAG_PROMOTION, verdict[:5000])
+        if promoted:
+            client.set_registered_model_alias(name, alias, version)
+
+    def alias_version(self, encoder_name: str, alias: str) -> str | None:
+        """The version holding ``alias``, or None (no such model or alias yet)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client().get_model_version_by_alias(self.model_name(encoder_name), alias)
+        except MlflowException:
+            return None
+        return str(found.version)
+
+    def versions(self, encoder_name: str) -> list[tuple[str, dict[str, str]]]:
+        """(version, tags) of every registered version of an encoder, newest first."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            found = self.client().search_model_versions(f"name = '{self.model_name(encoder_name)}'")
+        except MlflowException:
+            return []
+        return sorted(((str(v.version), dict(v.tags or {})) for v in found), key=lambda t: -int(t[0]))
 
     def fail_run(self, run_id: str) -> None:
         self.client().set_terminated(run_id, "FAILED")
 
-    def resolve(self, encoder_name: str, ref: str) -> tuple[str, str]:
-        """(local directory, version) of a registered encoder; ``ref`` is an alias or a version number."""
+    def resolve(self, encoder_name: str, ref: str, *, dst_path: str | None = None) -> tuple[str, str]:
+        """(local directory, version) of a registered encoder; ``ref`` is an alias or a version number.
+
+        ``dst_path``: where to download it (default: a temporary directory).
+        """
         from mlflow.artifacts import download_artifacts
 
         client = self.client()
@@ -102,8 +174,31 @@ class Tracking:
                 f"no registered model {name} with {'version' if ref.isdigit() else 'alias'} {ref!r}: "
                 f"run `custembed train --encoder {encoder_name}` first"
             ) from e
-        local = download_artifacts(artifact_uri=version.source, tracking_uri=self.uri)
+        if dst_path is not None:
+            Path(dst_path).mkdir(parents=True, exist_ok=True)
+        local = download_artifacts(artifact_uri=version.source, tracking_uri=self.uri, dst_path=dst_path)
         return local, str(version.version)
+
+
+def initial_checkpoint(model_dir: str | Path) -> tuple[str, dict[str, Any]]:
+    """(checkpoint, encoder config) a fine-tuned encoder saved in ``model_dir`` started from.
+
+    The checkpoint as configured for its training (``LINEAGE_FILE``, a ``package:`` one
+    resolved on this machine), else the one its ``custembed_encoder.json`` names.
+    """
+    import json
+
+    from custembed.encoders.base import META_FILE
+    from custembed.jobs.train import resolve_checkpoint
+
+    directory = Path(model_dir)
+    config = dict(json.loads((directory / META_FILE).read_text())["config"])
+    lineage = directory / LINEAGE_FILE
+    recorded = json.loads(lineage.read_text()).get(TAG_INIT_CHECKPOINT) if lineage.is_file() else None
+    checkpoint = resolve_checkpoint(recorded) if recorded else config.get("checkpoint")
+    if not checkpoint:
+        raise ValueError(f"{directory} records no initial checkpoint (not a fine-tuned encoder)")
+    return str(checkpoint), {**config, "checkpoint": str(checkpoint)}
 
 
 def tracking_for(cfg: TrackingConfig, lake_dir: str) -> Tracking:

@@ -54,6 +54,7 @@ def _arrow_type(spark_type: T.DataType) -> pa.DataType:
         T.LongType: pa.int64(),
         T.DoubleType: pa.float64(),
         T.FloatType: pa.float32(),
+        T.BooleanType: pa.bool_(),
     }[type(spark_type)]
 
 
@@ -74,7 +75,8 @@ def _write(lake: Path, table: str, rows: list[dict[str, object]], *, parts: int 
         directory.mkdir(parents=True, exist_ok=True)
         for part in range(parts):
             chunk = group[part::parts]
-            columns = {field.name: [row[field.name] for row in chunk] for field in data_fields}
+            # columns a row leaves out (e.g. model_metrics' intervals) are null, as in older runs' files
+            columns = {field.name: [row.get(field.name) for row in chunk] for field in data_fields}
             name = f"part-{part:05d}-fake.c000.snappy.parquet"
             pq.write_table(pa.table(columns, schema=arrow_schema), directory / name)
             (directory / f".{name}.crc").write_bytes(b"not parquet")  # Spark's checksum files

@@ -67,3 +67,94 @@ def test_random_ranking_lift_near_one(spark) -> None:  # type: ignore[no-untyped
     labels = (rng.random(20000) < 0.1).astype(int)
     lift = decile_lift(scored_frame(spark, {"p": (rng.random(20000), labels)}), groups=["product"]).collect()
     assert all(0.75 < r["lift"] < 1.25 for r in lift)
+
+
+def _replicate_weights(spark, frame, replicates: int, seed: int):  # type: ignore[no-untyped-def]
+    from custembed.metrics import bootstrap_weights
+
+    return bootstrap_weights(frame, groups=["product"], replicates=replicates, seed=seed).toPandas()
+
+
+def test_bootstrap_replicate_auc_equals_sklearn_with_the_same_weights(spark) -> None:  # type: ignore[no-untyped-def]
+    from custembed.metrics import bootstrap_replicates
+
+    rng = np.random.default_rng(3)
+    labels = (rng.random(300) < 0.2).astype(int)
+    scores = np.round(np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0, 1), 2)  # ties too
+    frame = scored_frame(spark, {"p": (scores, labels)})
+    weights = _replicate_weights(spark, frame, 4, 7)
+    got = {
+        r["replicate"]: r
+        for r in bootstrap_replicates(frame, groups=["product"], threshold=0.5, replicates=4, seed=7).collect()
+    }
+    assert sorted(got) == [0, 1, 2, 3]
+    for b, rows in weights.groupby("replicate"):
+        # stratified: each replicate keeps the class totals of the sample
+        totals = rows.groupby("label")["weight"].sum()
+        assert totals[1] == pytest.approx(labels.sum()) and totals[0] == pytest.approx(len(labels) - labels.sum())
+        predicted = (rows["score"] >= 0.5).astype(int)
+        assert got[b]["auc"] == pytest.approx(
+            roc_auc_score(rows["label"], rows["score"], sample_weight=rows["weight"]), abs=1e-9
+        )
+        assert got[b]["f1"] == pytest.approx(f1_score(rows["label"], predicted, sample_weight=rows["weight"]))
+        assert got[b]["accuracy"] == pytest.approx(
+            accuracy_score(rows["label"], predicted, sample_weight=rows["weight"])
+        )
+    # a replicate resamples: not every customer once
+    assert weights.groupby("replicate")["customer_id"].nunique().max() < len(labels)
+    # seeded: the same seed gives the same replicates, another seed others
+    again = _replicate_weights(spark, frame, 4, 7)
+    assert again.sort_values(["replicate", "customer_id"])["weight"].tolist() == pytest.approx(
+        weights.sort_values(["replicate", "customer_id"])["weight"].tolist()
+    )
+    other = _replicate_weights(spark, frame, 4, 8)
+    assert len(other) != len(weights) or not np.allclose(
+        other.sort_values(["replicate", "customer_id"])["weight"],
+        weights.sort_values(["replicate", "customer_id"])["weight"],
+    )
+
+
+def test_intervals_cover_the_point_and_paired_differences_mark_significance(spark) -> None:  # type: ignore[no-untyped-def]
+    from custembed.metrics import (
+        INTERVAL_METRICS,
+        bootstrap_replicates,
+        paired_auc_differences,
+        percentile_intervals,
+    )
+
+    rng = np.random.default_rng(11)
+    n = 1500
+    labels = (rng.random(n) < 0.1).astype(int)
+    strong = rng.normal(1.5 * labels, 1.0)
+    weak = rng.normal(0.2 * labels, 1.0)
+    close = strong + rng.normal(0, 0.05, n)  # nearly the strong source: no significant difference
+    rows = [
+        (src, "p", "rf", f"c{i:05d}", float(1 / (1 + np.exp(-v[i]))), int(labels[i]))
+        for src, v in (("strong", strong), ("weak", weak), ("close", close))
+        for i in range(n)
+    ]
+    scored = spark.createDataFrame(
+        rows, "source string, product string, classifier string, customer_id string, score double, label int"
+    )
+    keys = ["source", "product", "classifier"]
+    point = binary_metrics(scored, groups=keys)
+    replicated = bootstrap_replicates(scored, groups=keys, threshold=0.5, replicates=60, seed=1)
+    bounds = {r["source"]: r for r in percentile_intervals(replicated, groups=keys).collect()}
+    points = {r["source"]: r for r in point.collect()}
+    for source in ("strong", "weak", "close"):
+        for metric in INTERVAL_METRICS[:-1]:
+            lo, hi, value = bounds[source][f"{metric}_lo"], bounds[source][f"{metric}_hi"], points[source][metric]
+            assert lo <= value <= hi, (source, metric)
+        assert bounds[source]["top10_lift_lo"] < bounds[source]["top10_lift_hi"]
+    assert bounds["weak"]["auc_hi"] - bounds["weak"]["auc_lo"] > 0.02
+    diffs = {
+        r["source"]: r
+        for r in paired_auc_differences(replicated, point, unit="source", groups=["product", "classifier"]).collect()
+    }
+    best = max(points, key=lambda s: points[s]["auc"])
+    assert best in ("strong", "close") and all(r["best_source"] == best for r in diffs.values())
+    assert diffs[best]["auc_diff"] is None
+    assert diffs["weak"]["auc_diff_significant"] and diffs["weak"]["auc_diff_hi"] < 0
+    other = "close" if best == "strong" else "strong"
+    assert not diffs[other]["auc_diff_significant"]
+    assert diffs[other]["auc_diff_lo"] <= diffs[other]["auc_diff"] <= diffs[other]["auc_diff_hi"]

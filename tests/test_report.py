@@ -413,3 +413,46 @@ def _assert_no_page_errors(stderr: str) -> None:
     a blocked load (Content-Security-Policy), a failed resource, an uncaught error."""
     page_messages = [line for line in stderr.splitlines() if re.search(r":CONSOLE[:(]", line) or "Uncaught" in line]
     assert page_messages == []
+
+
+def test_model_comparison_names_the_protocol_and_shows_intervals_and_significance() -> None:
+    from custembed.comparison import comparison_lines, model_comparison
+    from custembed.report.sections import model_comparison_section
+
+    metrics = _metrics()
+    metrics = metrics[metrics["classifier"] == CLASSIFIER].assign(
+        protocol="customer_disjoint",
+        bootstrap=200,
+        auc_lo=lambda f: f["auc"] - 0.04,
+        auc_hi=lambda f: f["auc"] + 0.04,
+        auc_diff=np.where(metrics[metrics["classifier"] == CLASSIFIER]["source"] == "electra", np.nan, -0.1),
+        auc_diff_lo=-0.15,
+        auc_diff_hi=-0.05,
+        auc_diff_significant=lambda f: f["auc_diff"].notna(),
+    )
+    html = model_comparison_section(metrics, CLASSIFIER, {s: "#000000" for s in SOURCES})
+    assert "held-out customers" in html and "200 replicates" in html
+    first = metrics.iloc[0]
+    assert f"{first['auc']:.3f} [{first['auc_lo']:.3f}, {first['auc_hi']:.3f}] *" in html
+    lines = comparison_lines(
+        model_comparison(
+            metrics,
+            classifier=CLASSIFIER,
+            values=(
+                "auc",
+                "auc_lo",
+                "auc_hi",
+                "f1",
+                "top10_lift",
+                "positives",
+                "auc_diff",
+                "auc_diff_lo",
+                "auc_diff_hi",
+            ),
+        ),
+        classifier=CLASSIFIER,
+        day="2023-07-31",
+        protocol="same_customers",
+    )
+    assert "paper's protocol" in lines[0]
+    assert any(line.endswith("best") for line in lines) and any(line.endswith("-0.050] *") for line in lines)

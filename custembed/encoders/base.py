@@ -73,6 +73,10 @@ class RankingMetrics:
     hit_rate: float  # HR@k: share of sequences whose held-out item ranks in the top k
     ndcg: float  # NDCG@k, mean over the ranked sequences
     count: int  # sequences ranked (the weight of these means when batches are combined)
+    # Share of held-out targets that are the ``no action`` token (left out of the means above),
+    # over ``targets`` sequences with a real target: the weight of this share when batches combine.
+    no_action_share: float = 0.0
+    targets: int = 0
 
 
 class SequenceEncoder(abc.ABC, Generic[C]):

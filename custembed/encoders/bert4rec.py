@@ -18,7 +18,11 @@ Evaluation (:meth:`Bert4RecEncoder.next_action_metrics`): time-ordered leave-one
 Each sequence's last action is held out, the input is the sequence without it followed
 by ``[mask]`` and the model ranks *all* actions (special ids excluded, no sampled
 negatives, already-seen actions kept since actions repeat) at that position; HR@k and
-NDCG@k follow from the held-out action's rank.
+NDCG@k follow from the held-out action's rank. The protocol is named
+:data:`RANKING_PROTOCOL`: full ranking, leave-last-out, action targets. A held-out
+``no action`` (an empty month, ``no_action_id``) is easy to rank and says nothing about
+the next purchase, so such sequences are left out of HR/NDCG; their share of the
+targets is reported separately (``no_action_share``).
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from custembed.encoders.masking import (
 )
 
 ACTIONS_FILE = "actions.json"
+RANKING_PROTOCOL = "full ranking, leave-last-out, action targets"
 
 
 @dataclass(frozen=True)
@@ -66,6 +71,13 @@ class Bert4RecConfig:
         metadata={"help": "Fraction of sequences whose only masked action is the last one."},
     )
     pooling: str = field(default="mean", metadata={"help": "Default pooling: mean, first or last."})
+    no_action_id: int | None = field(
+        default=None,
+        metadata={
+            "help": "Id of the catalogue's 'no action' token (ActionCatalogue.no_action_id): held-out targets "
+            "with it are left out of HR/NDCG and counted in no_action_share. None: every action target counts."
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.vocab_size <= self.n_special:
@@ -80,6 +92,10 @@ class Bert4RecConfig:
                 raise ValueError(
                     f"{name} must be a special id below n_special={self.n_special}, got {getattr(self, name)!r}"
                 )
+        if self.no_action_id is not None and not self.n_special <= self.no_action_id < self.vocab_size:
+            raise ValueError(
+                f"no_action_id must be an action id in [{self.n_special}, {self.vocab_size}), got {self.no_action_id!r}"
+            )
         check_fraction("mask_prob", self.mask_prob, open_low=True)
         check_fraction("dropout", self.dropout)
         check_fraction("mask_last_prob", self.mask_last_prob)
@@ -109,7 +125,7 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
     kind: ClassVar[str] = "bert4rec"
     input_column: ClassVar[str] = "tokens"
     config_class: ClassVar[type[Any]] = Bert4RecConfig
-    data_fields: ClassVar[tuple[str, ...]] = ("vocab_size",)  # from the action catalogue
+    data_fields: ClassVar[tuple[str, ...]] = ("vocab_size", "no_action_id")  # from the action catalogue
     model: BertForMaskedLM
 
     def __init__(
@@ -195,9 +211,15 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         return {**inputs, **corrupted}
 
     def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics:
-        """HR@k and NDCG@k of the held-out last action (:meth:`next_action_metrics`)."""
+        """HR@k and NDCG@k of the held-out last action over action targets (:meth:`next_action_metrics`)."""
         ranking = self.next_action_metrics(inputs, k=k)
-        return RankingMetrics(hit_rate=ranking[f"hr@{k}"], ndcg=ranking[f"ndcg@{k}"], count=int(ranking["count"]))
+        return RankingMetrics(
+            hit_rate=ranking[f"hr@{k}"],
+            ndcg=ranking[f"ndcg@{k}"],
+            count=int(ranking["count"]),
+            no_action_share=ranking["no_action_share"],
+            targets=int(ranking["targets"]),
+        )
 
     @torch.no_grad()
     def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:
@@ -205,8 +227,11 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
 
         ``inputs`` come from :meth:`inputs` on the full sequences; the last real action of
         each becomes the target and is replaced by ``[mask]``. Ranking is over all
-        actions (ids >= ``n_special``). Sequences whose last id is special are skipped.
-        Returns ``hr@k``, ``ndcg@k`` (means) and ``count`` (sequences scored).
+        actions (ids >= ``n_special``). Sequences whose last id is special are skipped, and
+        so are those whose last id is ``no_action_id`` (counted in ``no_action_share``).
+        Returns ``hr@k``, ``ndcg@k`` (means over action targets), ``count`` (sequences
+        scored), ``no_action_share`` (share of ``no action`` among the real targets) and
+        ``targets`` (sequences with a real target).
         """
         if k < 1:
             raise ValueError(f"k must be positive, got {k}")
@@ -216,7 +241,9 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         rows = torch.arange(input_ids.size(0), device=input_ids.device)
         last = (attention_mask.sum(dim=1) - 1).clamp(min=0)  # [B]
         targets = input_ids[rows, last]  # [B]
-        valid = (attention_mask.sum(dim=1) > 0) & (targets >= self.config.n_special)  # [B]
+        real = (attention_mask.sum(dim=1) > 0) & (targets >= self.config.n_special)  # [B]
+        no_action = real & (targets == self.config.no_action_id) if self.config.no_action_id is not None else None
+        valid = real if no_action is None else real & ~no_action  # [B] action targets only
         input_ids[rows, last] = self.config.mask_id
         with self._eval_mode():
             hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
@@ -226,11 +253,14 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         rank = (scores > target_scores).sum(dim=1)  # [B], 0 = ranked first
         hit = rank < k
         gain = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
-        count = int(valid.sum())
+        count, n_targets = int(valid.sum()), int(real.sum())
+        share = float(no_action.sum()) / n_targets if no_action is not None and n_targets else 0.0
+        extra = {"no_action_share": share, "targets": float(n_targets)}
         if count == 0:
-            return {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, "count": 0.0}
+            return {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, "count": 0.0, **extra}
         return {
             f"hr@{k}": float(hit[valid].double().mean()),
             f"ndcg@{k}": float(gain[valid].mean()),
             "count": float(count),
+            **extra,
         }

@@ -133,6 +133,13 @@ def print_summary(name: str, result: Mapping[str, Any]) -> None:
         print(f"  {key}: {text}")
 
 
+def as_utc(moment: dt.datetime) -> dt.datetime:
+    """An aware UTC datetime; a naive ``moment`` is taken to hold UTC already."""
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.timezone.utc)
+    return moment.astimezone(dt.timezone.utc)
+
+
 def record_run(
     lake: Lake,
     *,
@@ -146,16 +153,21 @@ def record_run(
     rejected_by_reason: Mapping[str, int] | None = None,
     details: str | None = None,
 ) -> str:
-    """Append one row to the ``runs`` audit table; returns the run id."""
+    """Append one row to the ``runs`` audit table; returns the run id.
+
+    ``started`` is an aware datetime or a naive one holding UTC. Both times are
+    written as aware UTC datetimes: Spark reads a naive datetime in the driver's
+    local zone, which would shift ``started_at``/``finished_at`` by its offset.
+    """
     from custembed import schemas
 
     run_id = uuid.uuid4().hex[:12]
-    finished = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    finished = dt.datetime.now(dt.timezone.utc)
     row = (
         run_id,
         job,
         status,
-        started,
+        as_utc(started),
         finished,
         rows_read,
         rows_accepted,

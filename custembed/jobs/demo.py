@@ -57,13 +57,22 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
         "rows": {k: step_summary[k] for k in ("rows_read", "rows_accepted", "rows_rejected")},
         "rejected_by_reason": step_summary["rejected_by_reason"],
         "validation": {
-            n: {k: v for k, v in t.items() if k.startswith(("val_", "hr", "ndcg"))} for n, t in trained.items()
+            n: {k: v for k, v in t.items() if k.startswith(("val_", "hr", "ndcg", "no_action"))}
+            for n, t in trained.items()
         },
+        "ranking_protocol": ranking_protocol(),
         "timings_s": {**timings, "total": total},
         "tables": f"database `{cfg.project.database}` in {tables.warehouse_dir(lake)} "
         f'(try: custembed sql "show tables")',
         "report": report_summary["report"],
     }
+
+
+def ranking_protocol() -> str:
+    """How the validation HR@10 / NDCG@10 of the summary are measured (named next to them)."""
+    from custembed.report.sections import RANKING_PROTOCOL
+
+    return RANKING_PROTOCOL
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from pyspark.sql import DataFrame, SparkSession
@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 from custembed import schemas
 from custembed.catalogue import N_SPECIAL, load_catalogue
 from custembed.config import Config, ConfigError
+from custembed.tracking import Tracking, tracking_for
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,55 @@ def count_vectors(sequences: DataFrame, *, vocab_size: int, no_action_id: int) -
     return sequences.select(schemas.CUSTOMER_ID, "tokens").mapInPandas(fn, VECTOR_SCHEMA)
 
 
+def eligible_version(
+    versions: Sequence[tuple[str, Mapping[str, str]]], *, requested: str, by_alias: bool, feature_cutoff: str
+) -> tuple[str, str]:
+    """(version, why) of the encoder to embed with, so that it never saw data after ``feature_cutoff``.
+
+    ``versions``: (version, tags) newest first; a version's training cutoff is its
+    ``custembed.train_cutoff`` tag. The requested version when it was trained on data up to
+    the cutoff (or records no cutoff: registered before it was recorded; said in ``why``).
+    Asked by alias, a later-trained holder gives way to the newest version trained up to the
+    cutoff. A ``ConfigError`` when asked by number, or when no version qualifies.
+    """
+    from custembed.tracking import TAG_CUTOFF
+
+    tags = dict(versions)
+    cutoff = tags.get(requested, {}).get(TAG_CUTOFF)
+    if not cutoff:
+        return requested, f"version {requested} records no training cutoff; not checked against {feature_cutoff}"
+    if cutoff <= feature_cutoff:
+        return requested, f"version {requested} trained on data up to {cutoff} <= feature cutoff {feature_cutoff}"
+    earlier = [v for v, t in versions if t.get(TAG_CUTOFF) and t[TAG_CUTOFF] <= feature_cutoff]
+    problem = f"version {requested} was trained on data up to {cutoff}, after the feature cutoff {feature_cutoff}"
+    if not by_alias or not earlier:
+        hint = f"versions trained up to it: {', '.join(earlier)}" if earlier else "no version is trained up to it"
+        raise ConfigError(f"{problem} (its labels would leak); {hint}; or pass --model-path")
+    chosen = earlier[0]
+    return chosen, f"{problem}; using version {chosen}, trained up to {tags[chosen][TAG_CUTOFF]}"
+
+
+def registered_encoder(tracking: Tracking, encoder_name: str, ref: str, *, feature_cutoff: str) -> tuple[str, str]:
+    """(local directory, version) of the registered encoder ``ref`` names, or of an earlier one (see
+    :func:`eligible_version`); logs which and why."""
+    requested = ref if ref.isdigit() else tracking.alias_version(encoder_name, ref)
+    if requested is None:
+        return tracking.resolve(encoder_name, ref)  # its error names the missing alias
+    version, why = eligible_version(
+        tracking.versions(encoder_name), requested=requested, by_alias=not ref.isdigit(), feature_cutoff=feature_cutoff
+    )
+    log.info("embed %s: %s", encoder_name, why)
+    return tracking.resolve(encoder_name, version)
+
+
+def feature_cutoff(sequences: DataFrame) -> str:
+    """The earliest cutoff of the views to embed: no encoder may have seen data after it."""
+    row = sequences.agg(F.min("cutoff").alias("cutoff")).first()
+    if row is None or row["cutoff"] is None:
+        raise ConfigError("no sequences to embed for this run date: run `custembed sequences` first")
+    return str(row["cutoff"])
+
+
 def run(
     spark: SparkSession,
     cfg: Config,
@@ -61,7 +111,6 @@ def run(
 ) -> dict[str, Any]:
     """Reads ``sequences`` of the run date; writes ``embeddings`` (``source``, both views) and a ``runs`` row."""
     from custembed.jobs.common import lake_from, record_run
-    from custembed.tracking import tracking_for
 
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     t0 = time.monotonic()
@@ -89,7 +138,9 @@ def run(
             model_dir, version, model_name = model_path, "path", model_path
         else:
             tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
-            model_dir, version = tracking.resolve(source, ref or cfg.embed.model_ref)
+            model_dir, version = registered_encoder(
+                tracking, source, ref or cfg.embed.model_ref, feature_cutoff=feature_cutoff(sequences)
+            )
             model_name = tracking.model_name(source)
         threads = cfg.embed.threads_per_worker or 1
         parts = [

@@ -136,19 +136,20 @@ def projections(
 
 
 def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[str, np.ndarray]], list[str]]:
-    """Behaviour-attention of the first fine-tuned masked LM, before (pre-trained) and after fine-tuning."""
+    """Behaviour-attention of the first fine-tuned masked LM, before (the checkpoint it was fine-tuned
+    from, as recorded with it) and after fine-tuning."""
     from custembed.analysis import encoder_behaviour_attention
     from custembed.encoders import build_encoder, load_encoder
-    from custembed.jobs.train import model_params
-    from custembed.tracking import tracking_for
+    from custembed.tracking import initial_checkpoint, tracking_for
 
     catalogue = load_catalogue(cfg.sequences.catalogue)
     behaviours = [b for b in catalogue.behaviours]
     name = next((n for n, e in cfg.train.encoders.items() if e.kind == "mlm"), None)
     if name is None:
         return {}, behaviours
-    settings = cfg.train.encoders[name]
     model_dir, _ = tracking_for(cfg.tracking, cfg.project.lake_dir).resolve(name, cfg.embed.model_ref)
+    # the model it was fine-tuned from, not today's configured checkpoint
+    checkpoint, before_config = initial_checkpoint(model_dir)
     sample = (
         lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
         .where("n_events >= 5")
@@ -158,9 +159,10 @@ def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[st
         .toPandas()
     )
     texts, tokens = sample["text"].tolist(), sample["tokens"].tolist()
-    before = build_encoder("mlm", **model_params(name, settings, vocab_size=catalogue.vocab_size))
+    before = build_encoder("mlm", **before_config)
     after = load_encoder(model_dir)
     id_behaviour = catalogue.id_to_behaviour()
+    log.info("report: attention of %s before (from %s) and after fine-tuning", name, checkpoint)
     return {
         f"pre-trained ({name})": encoder_behaviour_attention(before, texts, tokens, behaviours, id_behaviour),
         f"fine-tuned ({name})": encoder_behaviour_attention(after, texts, tokens, behaviours, id_behaviour),

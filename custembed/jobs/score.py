@@ -6,13 +6,19 @@ baseline, ...) and every configured product:
 * training set: ``train`` view embeddings with labels of the ``train`` window,
   balanced 50/50 by seeded sampling of non-buyers (the paper's choice;
   ``score.balance: class_weight`` keeps every row and weights classes instead);
-* test set: the same customers with labels of the ``test`` window, at the
-  natural rate;
+* test set (``score.protocol``): with ``customer_disjoint`` (the default) customers
+  are hashed (seeded) into a train fold and a test fold of ``score.test_share``;
+  classifiers learn on the train fold's ``train``-window rows and are measured on
+  the test fold's ``test``-window rows, customers they never saw. With
+  ``same_customers`` (the paper's protocol) the test set is the training
+  customers with labels of the ``test`` window; both at the natural rate;
 * classifiers are fitted one (source, product, classifier) group per Python
   worker with ``applyInPandas``; with ``spark_random_forest`` Spark MLlib fits
   them distributed instead, for training sets too large for one worker;
 * ``model_metrics`` and ``decile_lift`` are computed in Spark from the scored
-  test set; ``propensity_scores`` scores every customer's ``current`` view.
+  test set, every metric with a 95 % stratified-bootstrap interval (seeded, paired
+  across sources so that each source's AUC is compared with the best one's);
+  ``propensity_scores`` scores every customer's ``current`` view.
 
 ``run`` reads as plan → fit → score → write: :func:`plan_scoring` decides the
 (source, product, classifier) tasks from the configuration and what the tables
@@ -32,15 +38,23 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed import schemas
-from custembed.comparison import comparison_lines, model_comparison
+from custembed.comparison import COMPARISON_LINE_VALUES, comparison_lines, model_comparison
 from custembed.config import Config, ConfigError, ScoreConfig
 from custembed.errors import InputError
 from custembed.io import Lake
-from custembed.metrics import binary_metrics, decile_lift, with_deciles
+from custembed.metrics import (
+    INTERVAL_METRICS,
+    binary_metrics,
+    bootstrap_replicates,
+    decile_lift,
+    paired_auc_differences,
+    percentile_intervals,
+    with_deciles,
+)
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +66,10 @@ MODEL_SCHEMA = (
 )
 SPARK_RF = "spark_random_forest"
 BALANCES = ("undersample", "class_weight")
+CUSTOMER_DISJOINT = "customer_disjoint"
+SAME_CUSTOMERS = "same_customers"
+PROTOCOLS = (CUSTOMER_DISJOINT, SAME_CUSTOMERS)
+FOLD_BUCKETS = 1_000_000  # resolution of the customer hash behind the folds
 WINDOWS = ("train", "test")  # label windows: classifiers learn on the first, are measured on the second
 
 Task = tuple[str, str, str]  # (source, product, classifier)
@@ -73,6 +91,9 @@ class ScorePlan:
     seed: int
     threshold: float
     scoring_source: str | None
+    protocol: str = CUSTOMER_DISJOINT
+    test_share: float = 0.3
+    bootstrap: int = 0  # replicates behind the intervals; 0: none
 
 
 def plan_scoring(
@@ -102,6 +123,12 @@ def plan_scoring(
         )
     if score_cfg.balance not in BALANCES:
         raise ConfigError(f"score.balance: {score_cfg.balance!r} (undersample or class_weight)")
+    if score_cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"score.protocol: {score_cfg.protocol!r} ({' or '.join(PROTOCOLS)})")
+    if score_cfg.protocol == CUSTOMER_DISJOINT and not 0.0 < score_cfg.test_share < 1.0:
+        raise ConfigError(f"score.test_share: {score_cfg.test_share!r} (a share strictly between 0 and 1)")
+    if score_cfg.bootstrap < 0:
+        raise ConfigError(f"score.bootstrap: {score_cfg.bootstrap!r} (replicates, 0 for none)")
     tasks = [(s, p, score_cfg.classifier) for s in sources for p in products]
     comparison = score_cfg.comparison
     if comparison.product:
@@ -123,6 +150,9 @@ def plan_scoring(
         seed=score_cfg.seed,
         threshold=score_cfg.threshold,
         scoring_source=score_cfg.scoring_source,
+        protocol=score_cfg.protocol,
+        test_share=score_cfg.test_share,
+        bootstrap=score_cfg.bootstrap,
     )
 
 
@@ -132,6 +162,23 @@ def _distinct(rows: DataFrame, column: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- training and test sets
+
+
+def in_test_fold(*, test_share: float, seed: int) -> Column:
+    """True for customers of the test fold: a seeded hash of ``customer_id`` below ``test_share``.
+
+    Spark built-ins only, so every executor and every rerun puts a customer in the same fold.
+    """
+    bucket = F.pmod(F.xxhash64(F.col(schemas.CUSTOMER_ID), F.lit(seed)), F.lit(FOLD_BUCKETS))
+    return bucket < F.lit(int(round(test_share * FOLD_BUCKETS)))
+
+
+def fold_rows(embeddings: DataFrame, plan: ScorePlan, *, test: bool) -> DataFrame:
+    """The embeddings of one fold's customers: every customer under ``same_customers``."""
+    if plan.protocol == SAME_CUSTOMERS:
+        return embeddings
+    test_fold = in_test_fold(test_share=plan.test_share, seed=plan.seed)
+    return embeddings.where(test_fold if test else ~test_fold)
 
 
 def labelled(embeddings: DataFrame, labels: DataFrame, *, window: str) -> DataFrame:
@@ -166,8 +213,8 @@ def undersample_fractions(train: DataFrame) -> dict[tuple[str, str], float]:
 
 
 def training_set(embeddings: DataFrame, labels: DataFrame, plan: ScorePlan) -> DataFrame:
-    """Labelled ``train``-window rows, balanced 50/50 unless the plan weights classes instead."""
-    train = labelled(embeddings, labels, window="train")
+    """Train-fold customers' labelled ``train``-window rows, balanced 50/50 unless the plan weights classes."""
+    train = labelled(fold_rows(embeddings, plan, test=False), labels, window="train")
     if plan.class_weight:
         return train
     return balance(train, fractions=undersample_fractions(train), seed=plan.seed)
@@ -179,8 +226,11 @@ def task_frame(spark: SparkSession, tasks: Sequence[Task]) -> DataFrame:
 
 
 def held_out_rows(embeddings: DataFrame, labels: DataFrame, plan: ScorePlan) -> DataFrame:
-    """``test``-window rows once per task of their (source, product): (source, product, ..., classifier)."""
-    test = labelled(embeddings, labels, window="test")
+    """Test-fold customers' ``test``-window rows once per task of their (source, product).
+
+    Columns: (source, product, customer_id, vector, label, classifier).
+    """
+    test = labelled(fold_rows(embeddings, plan, test=True), labels, window="test")
     return test.join(F.broadcast(task_frame(embeddings.sparkSession, plan.tasks)), ["source", "product"])
 
 
@@ -205,8 +255,21 @@ def fit_models(train: DataFrame, tasks: DataFrame, *, seed: int, class_weight: b
     return jobs.groupBy(*KEYS).applyInPandas(fn, MODEL_SCHEMA)
 
 
-def fit_forests(train: DataFrame, *, seed: int) -> tuple[DataFrame, dict[tuple[str, str], Any]]:
-    """The distributed path: one MLlib random forest per (source, product) of ``train``; (models info, forests)."""
+def class_weights(part: DataFrame) -> Column:
+    """``n / (2 · n_class)`` per row of one (source, product): both classes weigh the same (one small aggregate)."""
+    counts = {r["label"]: r["n"] for r in part.groupBy("label").agg(F.count("*").alias("n")).collect()}
+    total = sum(counts.values())
+    pos, neg = counts.get(1, 0), counts.get(0, 0)
+    return F.when(F.col("label") == 1, F.lit(total / (2.0 * max(pos, 1)))).otherwise(F.lit(total / (2.0 * max(neg, 1))))
+
+
+def fit_forests(
+    train: DataFrame, *, seed: int, class_weight: bool = False
+) -> tuple[DataFrame, dict[tuple[str, str], Any]]:
+    """The distributed path: one MLlib random forest per (source, product) of ``train``; (models info, forests).
+
+    With ``class_weight`` each forest weighs buyers and non-buyers equally (``weightCol``).
+    """
     from pyspark.ml.classification import RandomForestClassifier
     from pyspark.ml.functions import array_to_vector
 
@@ -217,8 +280,12 @@ def fit_forests(train: DataFrame, *, seed: int) -> tuple[DataFrame, dict[tuple[s
     for source, product in sorted(pairs):
         t0 = time.perf_counter()
         part = train.where((F.col("source") == source) & (F.col("product") == product))
-        part = part.select(array_to_vector("vector").alias("features"), F.col("label").cast("double"))
-        forests[(source, product)] = RandomForestClassifier(numTrees=100, maxDepth=10, seed=seed).fit(part)
+        weight = class_weights(part) if class_weight else F.lit(1.0)
+        part = part.select(
+            array_to_vector("vector").alias("features"), F.col("label").cast("double"), weight.alias("weight")
+        )
+        forest = RandomForestClassifier(numTrees=100, maxDepth=10, seed=seed, weightCol="weight")
+        forests[(source, product)] = forest.fit(part)
         infos.append((source, product, SPARK_RF, b"", int(part.count()), time.perf_counter() - t0, "ok"))
     return train.sparkSession.createDataFrame(infos, MODEL_SCHEMA), forests
 
@@ -241,7 +308,7 @@ def fit(train: DataFrame, plan: ScorePlan) -> FittedModels:
     infos: list[DataFrame] = []
     forests = None
     if any(task[2] == SPARK_RF for task in plan.tasks):
-        forest_info, forests = fit_forests(train, seed=plan.seed)
+        forest_info, forests = fit_forests(train, seed=plan.seed, class_weight=plan.class_weight)
         infos.append(forest_info)
     pickled = None
     sklearn_tasks = [task for task in plan.tasks if task[2] != SPARK_RF]
@@ -301,13 +368,56 @@ def apply(models: FittedModels, rows: DataFrame) -> DataFrame:
 # ---------------------------------------------------------------- write
 
 
-def evaluation(info: DataFrame, scored_test: DataFrame, *, threshold: float, day: str) -> tuple[DataFrame, DataFrame]:
-    """(``model_metrics`` rows, ``decile_lift`` rows) of the scored test set and the models' info."""
+def intervals(scored: DataFrame, point: DataFrame, *, threshold: float, replicates: int, seed: int) -> DataFrame:
+    """Per (source, product, classifier): the 95 % interval columns of ``model_metrics``.
+
+    A stratified Poisson bootstrap of the scored test rows in Spark (``replicates`` seeded
+    replicates, the same customers resampled alike for every source: paired), and each
+    source's AUC against the best source's of its (product, classifier). ``point`` holds
+    the point AUCs. With no replicates every interval column is null.
+    """
+    if replicates < 1:
+        nulls = [F.lit(None).cast("double").alias(f"{m}_{end}") for m in INTERVAL_METRICS for end in ("lo", "hi")]
+        return point.select(
+            *KEYS,
+            *nulls,
+            F.lit(None).cast("string").alias("best_source"),
+            *[F.lit(None).cast("double").alias(c) for c in ("auc_diff", "auc_diff_lo", "auc_diff_hi")],
+            F.lit(None).cast("boolean").alias("auc_diff_significant"),
+        )
+    replicated = bootstrap_replicates(scored, groups=KEYS, threshold=threshold, replicates=replicates, seed=seed)
+    bounds = percentile_intervals(replicated, groups=KEYS)
+    paired = paired_auc_differences(replicated, point, unit="source", groups=("product", "classifier"))
+    return bounds.join(paired, list(KEYS), "full")
+
+
+def evaluation(
+    info: DataFrame,
+    scored_test: DataFrame,
+    *,
+    threshold: float,
+    day: str,
+    protocol: str = CUSTOMER_DISJOINT,
+    replicates: int = 0,
+    seed: int = 13,
+) -> tuple[DataFrame, DataFrame]:
+    """(``model_metrics`` rows, ``decile_lift`` rows) of the scored test set and the models' info.
+
+    ``model_metrics`` names the ``protocol`` and holds 95 % intervals from ``replicates``
+    bootstrap replicates (:func:`intervals`).
+    """
     scored = scored_test.where(F.col("score").isNotNull())
     metrics = binary_metrics(scored, groups=KEYS, threshold=threshold)
     lift = decile_lift(scored, groups=KEYS)
     top = lift.where(F.col("decile") == 1).select(*KEYS, F.col("lift").alias("top10_lift"))
-    metric_rows = info.join(metrics, list(KEYS), "left").join(top, list(KEYS), "left")
+    bounds = intervals(scored, metrics, threshold=threshold, replicates=replicates, seed=seed)
+    metric_rows = (
+        info.join(metrics, list(KEYS), "left")
+        .join(top, list(KEYS), "left")
+        .join(bounds, list(KEYS), "left")
+        .withColumn("protocol", F.lit(protocol))
+        .withColumn("bootstrap", F.lit(replicates).cast("int"))
+    )
     metric_rows = metric_rows.withColumn(
         "message",
         F.when(F.col("message") != "ok", F.col("message"))
@@ -332,7 +442,15 @@ def write_results(
     """Write ``model_metrics``, ``decile_lift``, ``propensity_scores`` and refresh ``top_decile_customers``."""
     scored_test = scored_test.persist()
     try:
-        metric_rows, lift = evaluation(models.info, scored_test, threshold=plan.threshold, day=plan.day)
+        metric_rows, lift = evaluation(
+            models.info,
+            scored_test,
+            threshold=plan.threshold,
+            day=plan.day,
+            protocol=plan.protocol,
+            replicates=plan.bootstrap,
+            seed=plan.seed,
+        )
         lake.write_partitions(metric_rows, "model_metrics")
         lake.write_partitions(lift, "decile_lift")
     finally:
@@ -379,23 +497,23 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date) -> dict[str, Any
         "tables": ", ".join(lake.table(t) for t in ("model_metrics", "decile_lift", "propensity_scores")),
     }
     record_run(lake, job="score", run_date=run_date, started=started, status="succeeded", details=json.dumps(summary))
-    print_comparison(lake, day, classifier=plan.classifier)
+    print_comparison(lake, day, classifier=plan.classifier, protocol=plan.protocol)
     return summary
 
 
-def print_comparison(lake: Lake, day: str, *, classifier: str) -> None:
-    """The model comparison as a text table: per product, AUC / F1 / top-10 % lift per source."""
+def print_comparison(lake: Lake, day: str, *, classifier: str, protocol: str) -> None:
+    """The model comparison as a text table: per product, AUC (95 % interval) / F1 / top-10 % lift per source."""
     metrics = lake.read_partition("model_metrics", day).drop(schemas.DT).toPandas()  # a few rows per product
     if not (metrics["classifier"] == classifier).any():
         return
     table = model_comparison(
         metrics,
         classifier=classifier,
-        values=("auc", "f1", "top10_lift", "positives"),
+        values=COMPARISON_LINE_VALUES,
         duplicates="last",
         where=f"model_metrics of {day}",
     )
-    for line in comparison_lines(table, classifier=classifier, day=day):
+    for line in comparison_lines(table, classifier=classifier, day=day, protocol=protocol):
         print(line)
 
 

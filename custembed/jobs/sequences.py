@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import json
 import logging
 import time
@@ -113,10 +114,14 @@ def label_windows(windows: Sequence[LabelWindow], cutoff: dt.date, run_date: dt.
     return result
 
 
+def utc_seconds(day: dt.date) -> int:
+    """Epoch seconds of 00:00 UTC of ``day``, whatever the driver's time zone."""
+    return int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
+
+
 def _packed_bound(day: dt.date) -> int:
     """Smallest packed value at or after 00:00 UTC of ``day``."""
-    seconds = int(dt.datetime(day.year, day.month, day.day, tzinfo=dt.timezone.utc).timestamp())
-    return (seconds + OFFSET) << ACTION_BITS
+    return (utc_seconds(day) + OFFSET) << ACTION_BITS
 
 
 # -- validation -----------------------------------------------------------------
@@ -188,7 +193,10 @@ def map_actions(
     )
     joined = with_keys.join(F.broadcast(actions), ["_behaviour", "_item_name"], "left")
     raw_time_blank = raw_time.isNull() | (F.trim(raw_time.cast("string")) == "")
-    first_future = F.lit(dt.datetime.combine(run_date + dt.timedelta(days=1), dt.time()))
+    # Epoch seconds, not F.lit(datetime): py4j reads a naive datetime in the driver's local zone,
+    # which would move the cut-off by the driver's UTC offset. Events are future from 00:00 UTC
+    # of the day after the run date.
+    first_future = F.timestamp_seconds(F.lit(utc_seconds(run_date + dt.timedelta(days=1))))
     reason = (
         F.when(F.col(schemas.CUSTOMER_ID).isNull() | (F.col(schemas.CUSTOMER_ID) == ""), MISSING_CUSTOMER_ID)
         .when(raw_time_blank, MISSING_TIME)
@@ -222,6 +230,17 @@ def reject_rows(mapped: DataFrame, *, input_columns: Sequence[str], run_date: dt
     )
 
 
+def _fingerprints(input_columns: Sequence[str]) -> tuple[Column, Column]:
+    """A 96-bit fingerprint of a whole row: (xxhash64, murmur3) over every column with a null marker.
+
+    Spark's hashes skip null values, so ``(a, null)`` and ``(null, a)`` would hash
+    alike; hashing ``isnull(c), c`` for each column makes where the nulls are part
+    of the fingerprint (the marker is never null, so it is always hashed).
+    """
+    values = [part for c in input_columns for part in (F.isnull(F.col(c)), F.col(c))]
+    return F.xxhash64(*values).alias("h1"), F.hash(*values).alias("h2")
+
+
 def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitions: int | None = None) -> DataFrame:
     """Accepted events → one row per customer with the sorted packed timeline.
 
@@ -231,7 +250,7 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
 
     One narrow shuffle: each accepted row is reduced to (customer id, packed
     time/action, a 96-bit fingerprint of the whole row: xxhash64 and murmur3
-    of every input column) before it is hash-partitioned by customer; exact
+    of every input column and where its nulls are) before it is hash-partitioned by customer; exact
     duplicates are the rows of one customer with the same packed value and
     fingerprint, found inside those partitions. Two different rows of one
     customer at the same second and action would have to collide on 96 bits
@@ -239,10 +258,9 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
     fingerprint instead of every column measured faster than grouping on the
     raw columns.
     """
-    columns = [F.col(c) for c in input_columns]
     packed = F.shiftleft(F.unix_seconds(F.col(_TS)) + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.col(_ACTION))
     fingerprints = mapped.where(F.col(_REASON).isNull()).select(
-        schemas.CUSTOMER_ID, packed.alias("_p"), F.xxhash64(*columns).alias("h1"), F.hash(*columns).alias("h2")
+        schemas.CUSTOMER_ID, packed.alias("_p"), *_fingerprints(input_columns)
     )
     by_customer = (
         fingerprints.repartition(partitions, schemas.CUSTOMER_ID)
@@ -271,10 +289,7 @@ def duplicate_rows(
         .select(schemas.CUSTOMER_ID, F.explode("_dups").alias("_d"))
         .select(schemas.CUSTOMER_ID, F.col("_d.h1").alias("h1"), F.col("_d.h2").alias("h2"), F.col("_d.n").alias("_n"))
     )
-    columns = [F.col(c) for c in input_columns]
-    candidates = mapped.where(F.col(_REASON).isNull()).select(
-        *input_columns, F.xxhash64(*columns).alias("h1"), F.hash(*columns).alias("h2")
-    )
+    candidates = mapped.where(F.col(_REASON).isNull()).select(*input_columns, *_fingerprints(input_columns))
     copies = candidates.join(keys, [schemas.CUSTOMER_ID, "h1", "h2"])
     order = SparkWindow.partitionBy(schemas.CUSTOMER_ID, "h1", "h2").orderBy(*input_columns)
     surplus = copies.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") > 1)
@@ -299,16 +314,21 @@ def build_sequences(
 ) -> DataFrame:
     """Timelines → one sequence per customer with an event up to ``cutoff`` (inclusive).
 
-    Every calendar month from the customer's first event month to the cutoff
-    month with no event becomes one ``no action`` token (at the month's start).
-    The most recent ``max_len`` actions are kept; ``full_len`` is the length
-    before truncation. Output: the ``sequences`` columns without ``dt``/``view``.
+    Every *complete* calendar month from the customer's first event month up to
+    the cutoff with no event becomes one ``no action`` token (at the month's
+    start). A month is complete once the cutoff is on or after its last day: the
+    cutoff's own month counts only when the cutoff is its last day, so a run on
+    the 1st does not end every sequence with ``no action`` for a month that has
+    just begun (events in that month are kept). The rule is the same for both
+    views. The most recent ``max_len`` actions are kept; ``full_len`` is the
+    length before truncation. Output: the ``sequences`` columns without
+    ``dt``/``view``.
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
     mask = (1 << ACTION_BITS) - 1
     bound = _packed_bound(cutoff + dt.timedelta(days=1))
-    cutoff_month = month_index(cutoff)
+    last_complete_month = month_index(cutoff + dt.timedelta(days=1)) - 1
     kept = F.filter(F.col(_PACKED), lambda x: x < F.lit(bound))
 
     def month_of(packed: Column) -> Column:
@@ -331,7 +351,11 @@ def build_sequences(
         .select("*", months.alias("_m"))
         .select(
             "*",
-            F.array_except(F.sequence(F.array_min("_m"), F.lit(cutoff_month)), F.col("_m")).alias("_empty"),
+            # sequence(a, b) counts down when a > b: a customer whose first month is the incomplete one
+            # gets sequence(a, a) = [a], an event month, so no empty month
+            F.array_except(
+                F.sequence(F.array_min("_m"), F.greatest(F.array_min("_m"), F.lit(last_complete_month))), F.col("_m")
+            ).alias("_empty"),
         )
         .select("*", F.array_sort(F.concat("_kept", F.transform("_empty", month_token))).alias("_all"))
         .select("*", F.size("_all").alias("_n"))
@@ -418,7 +442,7 @@ def run(
     """Read events, write ``sequences`` (both views), ``labels``, ``rejects``; record counts in ``runs``."""
     from custembed.jobs.common import lake_from, record_run
 
-    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    started = dt.datetime.now(dt.timezone.utc)
     t0 = time.monotonic()
     lake = lake_from(spark, cfg)
     catalogue = load_catalogue(cfg.sequences.catalogue)
@@ -439,15 +463,16 @@ def run(
     mapped = map_actions(events, catalogue=catalogue, run_date=run_date, time_format=cfg.sequences.time_format)
     timelines = build_timelines(mapped, input_columns=input_columns).persist()
     try:
-        common = dict(
-            max_len=cfg.sequences.max_len, no_action_id=catalogue.no_action_id, action_texts=catalogue.id_to_text()
+        # both views through the same function: one rule for which months get `no action`
+        sequences_up_to = functools.partial(
+            build_sequences,
+            timelines,
+            max_len=cfg.sequences.max_len,
+            no_action_id=catalogue.no_action_id,
+            action_texts=catalogue.id_to_text(),
         )
-        train_view = build_sequences(timelines, cutoff=cutoff, **common).withColumn(
-            schemas.VIEW, F.lit(schemas.VIEW_TRAIN)
-        )
-        current_view = build_sequences(timelines, cutoff=run_date, **common).withColumn(
-            schemas.VIEW, F.lit(schemas.VIEW_CURRENT)
-        )
+        train_view = sequences_up_to(cutoff=cutoff).withColumn(schemas.VIEW, F.lit(schemas.VIEW_TRAIN))
+        current_view = sequences_up_to(cutoff=run_date).withColumn(schemas.VIEW, F.lit(schemas.VIEW_CURRENT))
         sequences = train_view.unionByName(current_view)
         lake.write_partitions(sequences.withColumn(schemas.DT, F.lit(run_date.isoformat())), "sequences")
         log.info("sequences: wrote both views in %.1f s", time.monotonic() - t0)

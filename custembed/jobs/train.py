@@ -4,10 +4,15 @@ The launcher is Spark's ``TorchDistributor`` (torchrun in barrier mode; gloo
 on CPU, nccl on GPU) — the maintained replacement for Horovod on Spark. Spark
 writes a training snapshot (customer id, tokens, text) as Parquet files under
 the lake; each process reads only its own share of those files with pyarrow
-(``custembed.training.data``), never through the driver. Checkpoints go to
-the lake: rerunning the same command after a kill resumes from the last one,
-in the same MLflow run. The final encoder is registered in MLflow and gets
-the configured alias.
+(``custembed.training.data``), never through the driver. Snapshot, checkpoints
+and encoder live under ``training/<encoder>/<date>/<key>``, the key a digest of
+the sequences files read and of the training config: rerunning the same command
+after a kill resumes from the last checkpoint, in the same MLflow run, while a
+rerun of ``sequences`` or a changed config trains afresh (and the log says which
+changed). The encoder is registered in MLflow with its lineage (run date, data
+cutoff, initial checkpoint, key) as version tags; it gets the configured alias
+only when its validation loss is not above the alias holder's on the same
+held-out customers (``train.promote: if_better``), or always (``--promote``).
 
 Seams: ``launch`` (how processes start) and ``TrainSpec.data_path`` (what
 they read) are the only places that know about TorchDistributor and the
@@ -18,16 +23,17 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import importlib.util
 import json
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed import schemas
@@ -43,6 +49,14 @@ from custembed.config import (
     resolve_conf_file,
 )
 from custembed.io import Lake
+from custembed.tracking import (
+    LINEAGE_FILE,
+    TAG_CUTOFF,
+    TAG_INIT_CHECKPOINT,
+    TAG_RUN_DATE,
+    TAG_TRAINING_KEY,
+    Tracking,
+)
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +79,9 @@ def resolve_checkpoint(checkpoint: str | None) -> str:
     return str(path)
 
 
-def check_model(name: str, settings: EncoderSettings, *, vocab_size: int, source: str = "config") -> dict[str, Any]:
+def check_model(
+    name: str, settings: EncoderSettings, *, vocab_size: int, no_action_id: int | None = None, source: str = "config"
+) -> dict[str, Any]:
     """The fields of ``train.encoders.<name>.model`` checked against the kind's config class.
 
     An unknown key, a wrong type or a bad value is a ``ConfigError`` naming the key and
@@ -80,7 +96,7 @@ def check_model(name: str, settings: EncoderSettings, *, vocab_size: int, source
         cls = encoder_class(settings.kind)
     except ValueError as e:
         raise ConfigError(f"{source}: {key}.kind: {e}") from e
-    from_data = {"vocab_size": vocab_size}
+    from_data = {"vocab_size": vocab_size, "no_action_id": no_action_id}
     for field_name in cls.data_fields:
         if field_name in settings.model:
             raise ConfigError(f"{source}: {key}.model.{field_name} is set from the data; remove it")
@@ -96,10 +112,12 @@ def check_model(name: str, settings: EncoderSettings, *, vocab_size: int, source
     return params
 
 
-def model_params(name: str, settings: EncoderSettings, *, vocab_size: int) -> dict[str, Any]:
+def model_params(
+    name: str, settings: EncoderSettings, *, vocab_size: int, no_action_id: int | None = None
+) -> dict[str, Any]:
     """The encoder-config fields of one named encoder (``build_encoder(kind, **params)``), checked,
     with a ``package:`` checkpoint resolved to its directory."""
-    params = check_model(name, settings, vocab_size=vocab_size)
+    params = check_model(name, settings, vocab_size=vocab_size, no_action_id=no_action_id)
     if "checkpoint" in params:
         params["checkpoint"] = resolve_checkpoint(params["checkpoint"])
     return params
@@ -116,19 +134,86 @@ def check_model_layers(conf_file: str | None, sets: Sequence[str], name: str) ->
     for source, layer_file, n_sets in layers:
         cfg = load_config(layer_file, sets[:n_sets])
         if name in cfg.train.encoders:
-            vocab_size = load_catalogue(cfg.sequences.catalogue).vocab_size
-            check_model(name, cfg.train.encoders[name], vocab_size=vocab_size, source=source)
+            catalogue = load_catalogue(cfg.sequences.catalogue)
+            check_model(
+                name,
+                cfg.train.encoders[name],
+                vocab_size=catalogue.vocab_size,
+                no_action_id=catalogue.no_action_id,
+                source=source,
+            )
 
 
-def write_snapshot(lake: Lake, run_date: dt.date, settings: EncoderSettings, files: int, target: Path) -> int:
-    """The train view of ``run_date`` as ``files`` Parquet files (reused when complete); returns rows."""
+# Fields that change what is trained; the others (max_steps, log_every, checkpoint_every,
+# keep_checkpoints) only stop, watch or keep, so a run may resume with new values of them.
+_NOT_IN_KEY = frozenset({"max_steps", "log_every", "checkpoint_every", "keep_checkpoints"})
+SOURCE_FILE = "source.json"
+
+
+def sequences_files(sequences: DataFrame, run_date: dt.date) -> list[str]:
+    """The data files behind the train view of ``run_date`` (a rerun of ``sequences`` writes new ones).
+
+    ``inputFiles`` lists the whole table; the Hive-style partition directories narrow it to
+    the date and view. A layout without them keeps every file (a rerun of any date then
+    counts as a change: conservative).
+    """
+    files = sorted(sequences.inputFiles())
+    day, view = f"{schemas.DT}={run_date.isoformat()}", f"{schemas.VIEW}={schemas.VIEW_TRAIN}"
+    ours = [f for f in files if day in f.split("/") and view in f.split("/")]
+    return ours or files
+
+
+def training_source(files: Sequence[str], training: Mapping[str, Any]) -> dict[str, str]:
+    """What a training run is keyed to: digests of the sequences files and of the training config, and the key."""
+
+    def digest(value: Any) -> str:
+        return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    source = {
+        "sequences_files": digest(list(files)),
+        "config": digest({k: v for k, v in training.items() if k not in _NOT_IN_KEY}),
+    }
+    source["key"] = digest(source)[:12]
+    return source
+
+
+def training_dir(base: Path, source: Mapping[str, str]) -> Path:
+    """``base/<key>``: snapshot, checkpoints and encoder of one (sequences run, training config).
+
+    A run resumes only from its own directory; when an earlier key exists for the same
+    encoder and date, the log says what changed and that training starts afresh.
+    """
+    work = base / source["key"]
+    if (work / SOURCE_FILE).exists():
+        return work
+    for other in sorted(base.glob(f"*/{SOURCE_FILE}")):
+        earlier = json.loads(other.read_text())
+        changed = [name for name in ("sequences_files", "config") if earlier.get(name) != source[name]]
+        log.info(
+            "train: %s changed since the training in %s; training afresh in %s",
+            " and ".join("the sequences (rerun)" if c == "sequences_files" else "the training config" for c in changed),
+            other.parent,
+            work,
+        )
+    work.mkdir(parents=True, exist_ok=True)
+    (work / SOURCE_FILE).write_text(json.dumps(dict(source), indent=2))
+    return work
+
+
+def write_snapshot(
+    lake: Lake, sequences: DataFrame, run_date: dt.date, settings: EncoderSettings, files: int, target: Path
+) -> int:
+    """The train view of ``run_date`` as ``files`` Parquet files (reused when complete); returns rows.
+
+    ``target`` is keyed to the sequences files and the training config (:func:`training_dir`),
+    so a complete snapshot there is of the same data.
+    """
     from custembed import tables
     from custembed.errors import InputError
 
     if (target / "_SUCCESS").exists():
         log.info("train: reusing the training snapshot %s", target)
     else:
-        sequences = lake.read_partition("sequences", run_date.isoformat(), view=schemas.VIEW_TRAIN)
         if settings.sample_fraction < 1.0:
             sequences = sequences.sample(fraction=settings.sample_fraction, seed=settings.seed)
         snapshot = sequences.select(*tables.table("training_snapshot").column_names)
@@ -151,9 +236,30 @@ def launch(train_cfg: TrainConfig) -> Callable[..., Any]:
     return distributor.run
 
 
-def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: str) -> dict[str, Any]:
+def train_cutoff(sequences: DataFrame) -> str | None:
+    """The last day the train view holds (its ``cutoff``); recorded with the model version."""
+    row = sequences.agg(F.max("cutoff").alias("cutoff")).first()
+    return None if row is None or row["cutoff"] is None else str(row["cutoff"])
+
+
+def _champion_dir(tracking: Tracking, encoder_name: str, alias: str, work: Path) -> tuple[str | None, str | None]:
+    """(version, directory) of the version holding ``alias``, downloaded under ``work`` (seen by every rank)."""
+    version = tracking.alias_version(encoder_name, alias)
+    if version is None:
+        return None, None
+    local, _ = tracking.resolve(encoder_name, version, dst_path=str(work / "champion"))
+    return version, local
+
+
+def run(
+    spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: str, promote: str | None = None
+) -> dict[str, Any]:
+    """Train ``encoder_name`` on the train view of ``run_date``; register it; move the alias if it is not worse.
+
+    ``promote`` (``always`` or ``if_better``) overrides ``train.promote``.
+    """
     from custembed.jobs.common import lake_from, record_run
-    from custembed.tracking import tracking_for
+    from custembed.tracking import promotion, tracking_for
     from custembed.training.loop import train
     from custembed.training.spec import TrainSpec, train_params
 
@@ -163,40 +269,48 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: st
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     t0 = time.monotonic()
     # The model's fields are checked before any Spark or training work.
-    params = model_params(encoder_name, settings, vocab_size=load_catalogue(cfg.sequences.catalogue).vocab_size)
+    catalogue = load_catalogue(cfg.sequences.catalogue)
+    params = model_params(encoder_name, settings, vocab_size=catalogue.vocab_size, no_action_id=catalogue.no_action_id)
     lake = lake_from(spark, cfg)
-    work = lake.path("training", encoder_name, run_date.isoformat())
+    day = run_date.isoformat()
+    sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
     files = cfg.train.num_processes * cfg.train.files_per_process
-    rows = write_snapshot(lake, run_date, settings, files, work / "data")
+    training = {
+        "kind": settings.kind,
+        **params,
+        **train_params(settings),
+        "sample_fraction": settings.sample_fraction,
+        "num_processes": cfg.train.num_processes,
+        "snapshot_files": files,
+    }
+    source = training_source(sequences_files(sequences, run_date), training)
+    work = training_dir(lake.path("training", encoder_name, day), source)
+    rows = write_snapshot(lake, sequences, run_date, settings, files, work / "data")
+    cutoff = train_cutoff(sequences)
     output_dir = work / "encoder"
     tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
+    # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(
-        f"{encoder_name}/{run_date.isoformat()}",
-        {
-            "encoder": encoder_name,
-            "kind": settings.kind,
-            "run_date": run_date.isoformat(),
-            "sequences": rows,
-            "num_processes": cfg.train.num_processes,
-            **params,
-            **train_params(settings),
-            "sample_fraction": settings.sample_fraction,
-        },
+        f"{encoder_name}/{day}/{source['key']}",
+        {"encoder": encoder_name, "run_date": day, "sequences": rows, "training_key": source["key"], **training},
     )
     log.info(
-        "train %s: %d sequences, %d processes, MLflow run %s%s",
+        "train %s: %d sequences (key %s), %d processes, MLflow run %s%s",
         encoder_name,
         rows,
+        source["key"],
         cfg.train.num_processes,
         run_id,
         " (resuming)" if resumed else "",
     )
+    champion, champion_dir = _champion_dir(tracking, encoder_name, cfg.train.alias, work)
     spec = TrainSpec(
         data_path=str(work / "data"),
         output_dir=str(output_dir),
         checkpoint_dir=str(work / "checkpoints"),
         encoder_kind=settings.kind,
         encoder_params=params,
+        compare_dir=champion_dir,
         mlflow_tracking_uri=tracking.uri,
         mlflow_run_id=run_id,
         **train_params(settings),
@@ -205,18 +319,36 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: st
     cores = max(1, (os.cpu_count() or 1) // max(1, cfg.train.num_processes))
     os.environ["OMP_NUM_THREADS"] = str(cores)
     try:
-        metrics = launch(cfg.train)(train, spec)
+        metrics = dict(launch(cfg.train)(train, spec))
     except Exception:
         log.error("train %s failed; rerun the same command to resume from the last checkpoint", encoder_name)
         raise
-    version = tracking.finish_run(run_id, dict(metrics), output_dir, encoder_name, cfg.train.alias)
+    lineage = {
+        TAG_RUN_DATE: day,
+        TAG_CUTOFF: cutoff or "",
+        TAG_INIT_CHECKPOINT: str(settings.model.get("checkpoint") or ""),
+        TAG_TRAINING_KEY: source["key"],
+    }
+    (output_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+    version = tracking.finish_run(run_id, metrics, output_dir, encoder_name, tags=lineage)
+    promoted, why = promotion(promote or cfg.train.promote, metrics, champion)
+    tracking.record_promotion(encoder_name, version, cfg.train.alias, promoted=promoted, reason=why)
+    log.info(
+        "train %s: version %s %s alias %s: %s",
+        encoder_name,
+        version,
+        "takes" if promoted else "does not take",
+        cfg.train.alias,
+        why,
+    )
+    alias_note = f"alias {cfg.train.alias}" if promoted else f"not {cfg.train.alias}: {why}"
     summary = {
         "encoder": encoder_name,
         "kind": settings.kind,
-        "model": f"{tracking.model_name(encoder_name)} version {version} (alias {cfg.train.alias})",
+        "model": f"{tracking.model_name(encoder_name)} version {version} ({alias_note})",
         "sequences": rows,
         "seconds": round(time.monotonic() - t0, 1),
-        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in dict(metrics).items()},
+        **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
     record_run(
         lake,
@@ -231,12 +363,18 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: st
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--encoder", default="bert4rec", help="a name under train.encoders (default bert4rec)")
+    parser.add_argument(
+        "--promote",
+        action="store_const",
+        const="always",
+        help="give the new version the alias even if its validation loss is worse (default: train.promote)",
+    )
 
 
 def _run_from_cli(spark: SparkSession, cfg: Config, args: argparse.Namespace, run_date: dt.date) -> dict[str, Any]:
     if args.encoder in cfg.train.encoders:
         check_model_layers(args.conf, args.set, args.encoder)  # a bad `model:` key names its file
-    return run(spark, cfg, run_date=run_date, encoder_name=args.encoder)
+    return run(spark, cfg, run_date=run_date, encoder_name=args.encoder, promote=args.promote)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

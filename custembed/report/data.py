@@ -11,10 +11,18 @@ import pandas as pd
 from custembed import tables
 
 # Columns each input frame must have when it has rows (``message`` is optional), from the table registry.
-METRIC_COLUMNS: tuple[str, ...] = tables.select_columns(
-    "model_metrics", first=("source", "product"), without=("dt", "train_rows", "train_seconds", "message")
+# The protocol, the 95 % intervals and the paired comparison: shown where present (metrics of older runs lack them).
+METRIC_EVALUATION_COLUMNS: tuple[str, ...] = tuple(
+    column
+    for column in tables.table("model_metrics").column_names
+    if column in ("protocol", "bootstrap", "best_source") or column.endswith(("_lo", "_hi", "_diff", "_significant"))
 )
-METRIC_OPTIONAL_COLUMNS: tuple[str, ...] = ("message",)
+METRIC_COLUMNS: tuple[str, ...] = tables.select_columns(
+    "model_metrics",
+    first=("source", "product"),
+    without=("dt", "train_rows", "train_seconds", "message", *METRIC_EVALUATION_COLUMNS),
+)
+METRIC_OPTIONAL_COLUMNS: tuple[str, ...] = ("message", *METRIC_EVALUATION_COLUMNS)
 DECILE_COLUMNS: tuple[str, ...] = tables.select_columns("decile_lift", first=("source",), without=("dt",))
 # Only ``source`` is required; a missing column shows as "–" like a NaN.
 MODEL_INFO_COLUMNS: tuple[str, ...] = (

@@ -10,7 +10,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from custembed.comparison import model_comparison
+from custembed.comparison import model_comparison, protocol_name
 from custembed.projections import import_umap, project
 from custembed.report.data import ReportData
 from custembed.report.figures import (
@@ -118,10 +118,15 @@ def model_comparison_section(metrics: pd.DataFrame | None, classifier: str, colo
     body = [(_comparison_cells(chosen, comparison, product, sources), "") for product in products]
     mean_cells, incomplete = _mean_cells(comparison, sources)
     body.append((mean_cells, "mean"))
-    caption = (
-        f"Classifier {classifier}, test set at the natural buying rate. "
+    caption = f"Classifier {classifier}, {_protocol_text(chosen)}, at the natural buying rate. " + (
         "Best value per product in bold (higher is better for all three)."
     )
+    if _has_intervals(chosen):
+        replicates = int(pd.to_numeric(chosen["bootstrap"], errors="coerce").max())
+        caption += (
+            f" Brackets: 95 % intervals (stratified bootstrap, {replicates} replicates). "
+            "* AUC significantly below the product's best source (paired bootstrap on the same customers)."
+        )
     parts = [html_table(head, body, caption=caption)]
     if incomplete:
         parts.append(
@@ -146,9 +151,37 @@ def _comparison_cells(
     ]
     for column, _, digits in _COMPARISON_METRICS:
         values = [as_float(comparison.loc[product, (column, source)]) for source in sources]
-        for value, best in zip(values, best_flags(values, digits), strict=True):
-            cells.append(cell(fmt(value, digits), numeric=True, bold=best))
+        for source, value, best in zip(sources, values, best_flags(values, digits), strict=True):
+            text = fmt(value, digits) + _interval_text(product_rows, source, column, digits)
+            cells.append(cell(text, numeric=True, bold=best))
     return cells
+
+
+def _protocol_text(rows: pd.DataFrame) -> str:
+    """Which customers the metrics were measured on (``model_metrics.protocol``)."""
+    if "protocol" not in rows.columns or rows["protocol"].dropna().empty:
+        return "test window"
+    return "evaluated on " + " and ".join(protocol_name(str(p)) for p in pd.unique(rows["protocol"].dropna()))
+
+
+def _has_intervals(rows: pd.DataFrame) -> bool:
+    return {"auc_lo", "auc_hi", "bootstrap"} <= set(rows.columns) and rows["auc_lo"].notna().any()
+
+
+def _interval_text(product_rows: pd.DataFrame, source: str, column: str, digits: int) -> str:
+    """`` [lo, hi]`` of one metric of one source (the last row), plus `` *`` for an AUC significantly below the best."""
+    if f"{column}_lo" not in product_rows.columns:
+        return ""
+    rows = product_rows[product_rows["source"].astype(str) == source]
+    if rows.empty:
+        return ""
+    row = rows.iloc[-1]
+    lo, hi = as_float(row[f"{column}_lo"]), as_float(row[f"{column}_hi"])
+    text = "" if np.isnan(lo) or np.isnan(hi) else f" [{lo:.{digits}f}, {hi:.{digits}f}]"
+    significant = row.get("auc_diff_significant")
+    if column == "auc" and significant is not None and not pd.isna(significant) and bool(significant):
+        text += " *"
+    return text
 
 
 def _mean_cells(comparison: pd.DataFrame, sources: Sequence[str]) -> tuple[list[str], bool]:
@@ -303,7 +336,10 @@ _MODEL_COLUMNS: tuple[tuple[str, str, Callable[[object], str]], ...] = (
     ("val_accuracy", "validation accuracy", lambda value: fmt(value, 4)),
     ("hr_at_10", "HR@10", lambda value: fmt(value, 4)),
     ("ndcg_at_10", "NDCG@10", lambda value: fmt(value, 4)),
+    ("no_action_share", "held-out 'no action' share", lambda value: fmt(value, 3)),
 )
+# How HR@10 / NDCG@10 are measured (custembed.encoders.bert4rec.RANKING_PROTOCOL; no torch import here).
+RANKING_PROTOCOL = "full ranking, leave-last-out, action targets"
 
 
 def models_section(model_info: pd.DataFrame | None) -> str:
@@ -323,6 +359,7 @@ def models_section(model_info: pd.DataFrame | None) -> str:
             head,
             body,
             caption="Model size, training time, inference throughput and validation metrics; "
+            f"HR@10 and NDCG@10: {RANKING_PROTOCOL} (held-out 'no action' targets left out, their share shown); "
             f"{MISSING} where not measured.",
         )
     ]

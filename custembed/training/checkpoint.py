@@ -1,7 +1,7 @@
 """Checkpoints of a training run: what they hold, how they are written and resumed.
 
 Rank 0 writes ``checkpoint_dir/step-<n>/state.pt`` with model, optimiser, scheduler,
-:class:`Position` and every rank's RNG states, to a temporary directory that is then
+:class:`Position`, the best epoch's weights so far and every rank's RNG states, to a temporary directory that is then
 renamed, so a directory holding ``state.pt`` is complete. A run finding checkpoints
 resumes from the newest. ``checkpoint_dir`` must be storage every rank sees (DBFS, a
 Volume, NFS).
@@ -40,8 +40,10 @@ class Position:
     step: int = 0
     epoch: int = 0
     batch_offset: int = 0  # next batch of `epoch` to train on
-    best_val_loss: float = math.inf
+    best_val_loss: float = math.inf  # early stopping's reference (moves by more than min_delta only)
     bad_epochs: int = 0
+    kept_step: int = -1  # step of the epoch whose weights are kept (lowest validation loss), -1: none yet
+    kept_metrics: dict[str, float] = field(default_factory=dict)  # that epoch's validation figures
 
 
 @dataclass
@@ -53,6 +55,7 @@ class TrainState:
     scheduler: LambdaLR
     generator: torch.Generator  # the masking stream
     position: Position = field(default_factory=Position)
+    kept_weights: dict[str, torch.Tensor] | None = None  # CPU copy of the weights at position.kept_step
 
 
 def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -90,6 +93,7 @@ def save_checkpoint(spec: TrainSpec, ctx: DistContext, state: TrainState) -> Non
         "optimizer": state.optimizer.state_dict(),
         "scheduler": state.scheduler.state_dict(),
         "position": dataclasses.asdict(state.position),
+        "kept_weights": state.kept_weights,
         "world_size": ctx.world_size,
         "rng": rng_states,
     }
@@ -134,6 +138,7 @@ def resume(spec: TrainSpec, ctx: DistContext, state: TrainState) -> None:
             ctx.world_size,
         )
     state.position = Position(**saved["position"])
+    state.kept_weights = saved.get("kept_weights")
     log.info(
         "resuming from step %d (epoch %d, batch %d) of %s",
         step,

@@ -14,18 +14,24 @@ Spark's ``TorchDistributor`` pickles :func:`train` with a :class:`~custembed.tra
 * After each epoch: masked-token loss and accuracy on the held-out customers (and, for
   encoders that rank items, HR@k / NDCG@k of their last item through
   ``SequenceEncoder.ranking_metrics``), summed over ranks. Early stopping watches that
-  loss and keeps the last weights (at most ``patience`` epochs past the best).
+  loss. The saved encoder has the weights of the epoch with the lowest validation loss
+  (kept in memory and in every checkpoint); the last weights only when they validate
+  lower still or no epoch ended. Validation loss, not HR@k, because every encoder kind
+  has it and its masks are fixed, so epochs compare.
+* With ``compare_dir`` (the current champion), that encoder is validated on the same
+  customers and masks at the end; its figures come back as ``champion_<metric>``.
 * Rank 0 sends every step's loss to MLflow (:mod:`.mlflow_sink`; sent in batches at
   each log interval) and saves the final encoder.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -48,6 +54,25 @@ from custembed.training.spec import TrainSpec
 log = logging.getLogger(__name__)
 
 VAL_SEED_OFFSET = 1_000_003  # validation masks use their own, fixed, generator
+
+
+@contextlib.contextmanager
+def _rank_zero_logging(ctx: DistContext) -> Iterator[None]:
+    """Info lines of the training modules from rank 0 alone; warnings from every rank.
+
+    The figures in them (progress, epochs, checkpoints, results) are all-reduced, so every
+    rank would print the same line and torchrun's merged output showed each one per rank.
+    """
+    if ctx.is_main:
+        yield
+        return
+    logger = logging.getLogger("custembed.training")
+    level = logger.level
+    logger.setLevel(max(logging.WARNING, logger.getEffectiveLevel()))
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _ensure_logging() -> None:
@@ -95,7 +120,7 @@ def _validate(
     # Same masks every epoch, so that the losses of successive epochs compare.
     generator = torch.Generator().manual_seed(spec.seed + VAL_SEED_OFFSET + ctx.rank)
     k = spec.metrics_k
-    loss_sum = correct = count = hits = gains = scored = 0.0
+    loss_sum = correct = count = hits = gains = scored = no_action = targets = 0.0
     for rows in loader.batches(0) if loader is not None else ():
         inputs = _batch_inputs(encoder, rows)
         stats = encoder.masked_token_stats(encoder.mask(inputs, generator))
@@ -105,12 +130,18 @@ def _validate(
             hits += ranking.hit_rate * ranking.count
             gains += ranking.ndcg * ranking.count
             scored += ranking.count
-    loss_sum, correct, count, hits, gains, scored = all_reduce([loss_sum, correct, count, hits, gains, scored], ctx)
+            no_action += ranking.no_action_share * ranking.targets  # held-out "no action" targets, not ranked
+            targets += ranking.targets
+    loss_sum, correct, count, hits, gains, scored, no_action, targets = all_reduce(
+        [loss_sum, correct, count, hits, gains, scored, no_action, targets], ctx
+    )
     metrics: dict[str, float] = {}
     if count > 0:
         metrics.update(val_loss=loss_sum / count, val_accuracy=correct / count)
     if scored > 0:
         metrics.update({f"hr@{k}": hits / scored, f"ndcg@{k}": gains / scored, "val_sequences": scored})
+    if targets > 0:
+        metrics["no_action_share"] = no_action / targets
     return metrics
 
 
@@ -216,15 +247,18 @@ def train(spec: TrainSpec) -> dict[str, Any]:
 
     Returns the same metrics on every rank: ``train_loss`` (mean over the last epoch's
     steps of this run), ``val_loss``, ``val_accuracy``, ``hr@k``, ``ndcg@k`` (when held-out
-    data exist and the encoder ranks items), ``steps``, ``start_step``,
+    data exist and the encoder ranks items; all of the saved weights), ``weights_step``
+    (the step those weights are from), ``last_val_loss`` (when they are not the last),
+    ``champion_<metric>`` (with ``compare_dir``), ``steps``, ``start_step``,
     ``epochs_completed``, ``stopped_early``, ``seconds``, ``sequences_per_s``,
-    ``tokens_per_s``, ``world_size`` and ``weights_sha256``.
+    ``tokens_per_s``, ``world_size`` and ``weights_sha256`` (of the saved weights).
     """
     _ensure_logging()
     started = time.perf_counter()
     ctx = init_distributed()
     try:
-        return _run(spec, ctx, started)
+        with _rank_zero_logging(ctx):
+            return _run(spec, ctx, started)
     finally:
         # The DDP wrapper (inside _run's frame) must be gone before its process group: a Reducer
         # released after destroy_process_group joins gloo's threads while holding the GIL and hangs.
@@ -236,8 +270,10 @@ def _run(spec: TrainSpec, ctx: DistContext, started: float) -> dict[str, Any]:
     """Set up, train every epoch, save: everything that holds the model lives and dies in this frame."""
     run = _set_up(spec, ctx)
     stopped_early, val_metrics = _train_epochs(run)
-    _finish(run)
-    return _result(run, val_metrics, stopped_early, started)
+    val_metrics = _finish(run, val_metrics)
+    result = _result(run, val_metrics, stopped_early, started)
+    result.update(_compare(run))
+    return result
 
 
 def _loaders(
@@ -302,8 +338,7 @@ def _set_up(spec: TrainSpec, ctx: DistContext) -> _Run:
             }
         )
     log.info(
-        "rank %d/%d on %s: %s encoder, %d batches per epoch, steps %d -> %d",
-        ctx.rank,
+        "%d rank(s), rank 0 on %s: %s encoder, %d batches per epoch, steps %d -> %d",
         ctx.world_size,
         ctx.device,
         encoder.kind,
@@ -341,6 +376,7 @@ def _train_epochs(run: _Run) -> tuple[bool, dict[str, float]]:
         val_metrics, validated_at = _validate(spec, run.ctx, run.state.encoder, run.val_loader), position.step
         log.info("epoch %d done at step %d: %s", position.epoch, position.step, _fmt(val_metrics))
         run.sink.metrics([(position.step, val_metrics)])
+        _keep_if_best(run.state, val_metrics)
         position.epoch, position.batch_offset = position.epoch + 1, 0
         if _out_of_patience(spec, position, val_metrics):
             stopped_early = done_training = True
@@ -402,16 +438,78 @@ def _out_of_patience(spec: TrainSpec, position: Position, val_metrics: Mapping[s
     return False
 
 
-def _finish(run: _Run) -> None:
-    """Collective: the last checkpoint, then rank 0 saves the encoder while the others wait."""
-    save_checkpoint(run.spec, run.ctx, run.state)
+def _keep_if_best(state: TrainState, val_metrics: Mapping[str, float]) -> None:
+    """After an epoch: keep a copy of the weights when their validation loss is the lowest so far."""
+    position = state.position
+    loss = val_metrics.get("val_loss")
+    if loss is None or loss >= position.kept_metrics.get("val_loss", float("inf")):
+        return
+    state.kept_weights = {k: v.detach().cpu().clone() for k, v in state.encoder.model.state_dict().items()}
+    position.kept_step, position.kept_metrics = position.step, dict(val_metrics)
+
+
+def _choose_weights(run: _Run, last_metrics: Mapping[str, float]) -> tuple[int, dict[str, float]]:
+    """Load the kept epoch's weights unless the last ones validate as low; (step of the weights, their figures)."""
+    state, position = run.state, run.state.position
+    kept_loss, last_loss = position.kept_metrics.get("val_loss"), last_metrics.get("val_loss")
+    if state.kept_weights is None or kept_loss is None or position.kept_step == position.step:
+        return position.step, dict(last_metrics)
+    if last_loss is not None and last_loss <= kept_loss:
+        return position.step, dict(last_metrics)
+    state.encoder.model.load_state_dict(state.kept_weights)
+    log.info(
+        "keeping the weights of step %d (val_loss %.4f), not those of the last step %d (val_loss %s)",
+        position.kept_step,
+        kept_loss,
+        position.step,
+        "n/a" if last_loss is None else f"{last_loss:.4f}",
+    )
+    chosen = dict(position.kept_metrics)
+    if last_loss is not None:
+        chosen["last_val_loss"] = last_loss
+    return position.kept_step, chosen
+
+
+def _finish(run: _Run, last_metrics: Mapping[str, float]) -> dict[str, Any]:
+    """Collective: the last checkpoint, then the best weights; rank 0 saves them while the others wait.
+
+    Returns the validation figures of the saved weights and ``weights_step``, the step they are from.
+    """
+    save_checkpoint(run.spec, run.ctx, run.state)  # the last weights: what a resumed run continues from
+    step, chosen = _choose_weights(run, last_metrics)
     if run.ctx.is_main:
         run.state.encoder.save(run.spec.output_dir)
     if run.ctx.world_size > 1:
         dist.barrier()  # nobody returns before rank 0 has saved
+    return {**chosen, "weights_step": step}
 
 
-def _result(run: _Run, val_metrics: Mapping[str, float], stopped_early: bool, started: float) -> dict[str, Any]:
+def _compare(run: _Run) -> dict[str, float]:
+    """Collective: ``champion_<metric>`` of the encoder in ``spec.compare_dir`` on this run's validation data."""
+    spec = run.spec
+    if spec.compare_dir is None or run.val_loader is None:
+        return {}
+    try:
+        champion = load_encoder(spec.compare_dir)
+    except (OSError, ValueError) as e:  # the same directory on every rank: all skip alike
+        log.warning("cannot load the encoder to compare with from %s: %s", spec.compare_dir, e)
+        return {}
+    if champion.kind != run.state.encoder.kind or champion.input_column != run.state.encoder.input_column:
+        log.warning(
+            "not comparing with %s: a %s encoder, this run trains %s",
+            spec.compare_dir,
+            champion.kind,
+            run.state.encoder.kind,
+        )
+        return {}
+    champion = champion.to(run.ctx.device)
+    champion.model.eval()
+    metrics = _validate(spec, run.ctx, champion, run.val_loader)
+    log.info("champion on the same held-out customers: %s", _fmt(metrics))
+    return {f"champion_{k}": v for k, v in metrics.items()}
+
+
+def _result(run: _Run, val_metrics: Mapping[str, Any], stopped_early: bool, started: float) -> dict[str, Any]:
     """The figures every rank returns (collective: the slowest rank's times)."""
     progress, position = run.progress, run.state.position
     seconds, train_seconds = all_reduce([time.perf_counter() - started, progress.train_seconds], run.ctx, op="max")

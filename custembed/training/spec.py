@@ -74,6 +74,13 @@ class TrainSpec(TrainParams):
         default=None,
         metadata={"help": "Saved encoder to start from; overrides encoder_kind/encoder_params."},
     )
+    compare_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "Saved encoder (the current champion) validated at the end on the same held-out "
+            "customers and masks; its figures come back as champion_<metric>."
+        },
+    )
     data_filter: tuple[tuple[str, str, Any], ...] = field(
         default=(), metadata={"help": "Row filter as (column, op, value) triples, ANDed."}
     )

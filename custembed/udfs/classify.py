@@ -22,8 +22,15 @@ from custembed.tables import CLASSIFIER, LABEL, VECTOR
 CLASSIFIERS = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "mlp")
 
 
-def make_classifier(name: str, *, seed: int, class_weight: bool = False, threads: int = 1) -> Any:
-    """A fresh scikit-learn-compatible binary classifier by name."""
+def make_classifier(
+    name: str, *, seed: int, class_weight: bool = False, threads: int = 1, positive_weight: float = 1.0
+) -> Any:
+    """A fresh scikit-learn-compatible binary classifier by name.
+
+    ``class_weight`` balances the classes where the estimator takes it as a parameter
+    (``class_weight="balanced"``; XGBoost's and LightGBM's ``scale_pos_weight=positive_weight``,
+    the non-buyers/buyers ratio); the MLP gets it as repeated buyers in :func:`fit`.
+    """
     weight = "balanced" if class_weight else None
     if name == "random_forest":
         from sklearn.ensemble import RandomForestClassifier
@@ -46,6 +53,7 @@ def make_classifier(name: str, *, seed: int, class_weight: bool = False, threads
             learning_rate=0.05,
             subsample=0.8,
             colsample_bytree=0.8,
+            scale_pos_weight=positive_weight if class_weight else 1.0,
             random_state=seed,
             n_jobs=threads,
             verbosity=0,
@@ -60,7 +68,7 @@ def make_classifier(name: str, *, seed: int, class_weight: bool = False, threads
             subsample=0.8,
             subsample_freq=1,
             colsample_bytree=0.8,
-            class_weight=weight,
+            scale_pos_weight=positive_weight if class_weight else 1.0,
             random_state=seed,
             n_jobs=threads,
             verbose=-1,
@@ -98,8 +106,17 @@ def fit(
     if len(classes) < 2:
         what = "no buyers" if classes.size == 0 or classes[0] == 0 else "only buyers"
         return b"", f"not trained: {what} in the training window"
-    model = make_classifier(classifier, seed=seed, class_weight=class_weight)
-    model.fit(features, labels)
+    positives = int((labels == 1).sum())
+    model = make_classifier(
+        classifier, seed=seed, class_weight=class_weight, positive_weight=(len(labels) - positives) / positives
+    )
+    if class_weight and classifier == "mlp":
+        # MLPClassifier has no class_weight, and its early stopping ignores sample weights:
+        # buyers are repeated instead, round(non-buyers / buyers) times each (the same balance).
+        repeats = np.where(labels == 1, max(1, round((len(labels) - positives) / positives)), 1)
+        model.fit(np.repeat(features, repeats, axis=0), np.repeat(labels, repeats))
+    else:
+        model.fit(features, labels)
     return pickle.dumps(model), "ok"
 
 

@@ -19,16 +19,40 @@ import pandas as pd
 from custembed.encoders import SequenceEncoder, load_encoder
 
 
+def task_device() -> str:
+    """The device of the running Spark task: the GPU Spark assigned to it, else ``cuda:0`` or ``cpu``.
+
+    With ``spark.task.resource.gpu.amount`` set, ``TaskContext.resources()["gpu"]`` holds
+    the addresses of this task's GPUs (as the discovery script names them); several
+    tasks of one executor then use different GPUs instead of all sharing ``cuda:0``.
+    Under ``CUDA_VISIBLE_DEVICES`` an address is mapped to its index among the visible ones.
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    gpus = context.resources().get("gpu") if context is not None else None
+    if gpus is None or not gpus.addresses:
+        return "cuda:0"
+    address = str(gpus.addresses[0])
+    visible = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    index = visible.index(address) if address in visible else int(address)
+    return f"cuda:{index}"
+
+
 @functools.lru_cache(maxsize=4)
-def load_cached(model_dir: str, threads: int) -> SequenceEncoder[Any]:
-    """The encoder saved in ``model_dir``, loaded once per process."""
+def load_cached(model_dir: str, threads: int, device: str = "cpu") -> SequenceEncoder[Any]:
+    """The encoder saved in ``model_dir`` on ``device``, loaded once per process (and device)."""
     import torch
 
     if threads > 0:
         torch.set_num_threads(threads)
     encoder = load_encoder(model_dir)
-    if torch.cuda.is_available():  # GPU executors: one device per worker, as Spark's resource scheduling assigns
-        encoder = encoder.to("cuda")
+    if device != "cpu":
+        encoder = encoder.to(device)
     encoder.model.eval()
     return encoder
 
@@ -66,7 +90,7 @@ def embed_partitions(
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-        encoder = load_cached(model_dir, threads)
+        encoder = load_cached(model_dir, threads, task_device())
         for frame in frames:
             vectors = embed_frame(encoder, frame, batch_size=batch_size, pooling=pooling)
             yield pd.DataFrame({"customer_id": frame["customer_id"].to_numpy(), "vector": list(vectors)})

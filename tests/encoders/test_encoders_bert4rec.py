@@ -112,6 +112,37 @@ def test_next_action_metrics_match_a_sorting_reference(make_encoder: MakeEncoder
     assert 0.0 < metrics[f"hr@{k}"] < 1.0  # a random model: neither all hits nor none
 
 
+def test_ranking_metrics_count_action_targets_only(make_encoder: MakeEncoder) -> None:
+    from custembed.catalogue import load_catalogue
+    from custembed.encoders.bert4rec import RANKING_PROTOCOL
+
+    no_action = load_catalogue("actions.yaml").no_action_id  # the demo catalogue's id, not a literal
+    from custembed.report.sections import RANKING_PROTOCOL as SHOWN
+
+    assert "action targets" in RANKING_PROTOCOL and SHOWN == RANKING_PROTOCOL  # the report names the same protocol
+    with pytest.raises(ValueError, match="no_action_id"):
+        Bert4RecConfig(vocab_size=40, no_action_id=1)
+    encoder = make_encoder("bert4rec", no_action_id=no_action)
+    plain = make_encoder("bert4rec")
+    generator = np.random.default_rng(1)
+    sequences = [list(4 + generator.integers(0, 29, size=n)) for n in generator.integers(2, 14, size=40)]
+    for row in range(0, 40, 3):  # every third sequence ends in an empty month
+        sequences[row][-1] = no_action
+    inputs = encoder.inputs(tokens=sequences)
+    metrics = encoder.next_action_metrics(inputs, k=5)
+    ends_in_action = [i for i, s in enumerate(sequences) if s[-1] != no_action]
+    reference = plain.next_action_metrics(plain.inputs(tokens=[sequences[i] for i in ends_in_action]), k=5)
+    assert metrics["count"] == len(ends_in_action) and metrics["targets"] == 40
+    assert metrics["no_action_share"] == pytest.approx(14 / 40)
+    assert metrics["hr@5"] == pytest.approx(reference["hr@5"]) and metrics["ndcg@5"] == pytest.approx(
+        reference["ndcg@5"]
+    )
+    ranking = encoder.ranking_metrics(inputs, 5)
+    assert (ranking.count, ranking.targets, ranking.no_action_share) == (26, 40, pytest.approx(14 / 40))
+    # without the id every real target counts, the no-action ones included
+    assert plain.next_action_metrics(plain.inputs(tokens=sequences), k=5)["count"] == 40
+
+
 def test_next_action_metrics_reach_one_on_a_memorised_pattern(make_encoder: MakeEncoder) -> None:
     encoder = make_encoder("bert4rec", mask_last_prob=0.5, dropout=0.0)
     assert isinstance(encoder, Bert4RecEncoder)

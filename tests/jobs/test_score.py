@@ -8,7 +8,16 @@ from pyspark.sql import functions as F
 
 from custembed.config import ComparisonConfig, ConfigError, ScoreConfig
 from custembed.errors import InputError
-from custembed.jobs.score import SPARK_RF, ScorePlan, apply, fit, fit_forests, plan_scoring
+from custembed.jobs.score import (
+    SPARK_RF,
+    ScorePlan,
+    apply,
+    fit,
+    fit_forests,
+    held_out_rows,
+    plan_scoring,
+    training_set,
+)
 
 DAY = "2023-07-31"
 
@@ -45,6 +54,12 @@ def test_plan_rejects_what_cannot_be_scored() -> None:
         _plan(balance="oversample")
     with pytest.raises(ConfigError, match="comparison.product 'r'"):
         _plan(comparison=ComparisonConfig(product="r"))
+    with pytest.raises(ConfigError, match="score.protocol: 'random'"):
+        _plan(protocol="random")
+    with pytest.raises(ConfigError, match="score.test_share: 1.0"):
+        _plan(test_share=1.0)
+    with pytest.raises(ConfigError, match="score.bootstrap: -1"):
+        _plan(bootstrap=-1)
     with pytest.raises(InputError, match="lack the train or test window"):
         plan_scoring(ScoreConfig(products=("p",)), day=DAY, available_sources=["s"], label_windows=["train"])
 
@@ -100,3 +115,77 @@ def test_one_fit_and_apply_path_for_both_families(spark) -> None:  # type: ignor
         scores = {r["customer_id"]: r["score"] for r in scored.where(F.col("classifier") == classifier).collect()}
         assert len(scores) == 120 and _separates(scores, labels), classifier
     assert apply(models, targets.limit(10).where(F.col("classifier") == SPARK_RF)).count() == 10
+
+
+def test_protocol_defaults_to_customer_disjoint() -> None:
+    plan = _plan()
+    assert (plan.protocol, plan.test_share) == ("customer_disjoint", 0.3)
+    assert _plan(protocol="same_customers").protocol == "same_customers"
+
+
+def _embeddings_and_labels(spark, n: int = 400):  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(2)
+    embeddings = spark.createDataFrame(
+        [
+            (src, view, f"c{i}", [float(x) for x in rng.normal(size=2)])
+            for src in ("s", "t")
+            for view in ("train", "current")
+            for i in range(n)
+        ],
+        "source string, view string, customer_id string, vector array<double>",
+    )
+    labels = spark.createDataFrame(
+        [(f"c{i}", "p", window, int(rng.random() < 0.3)) for window in ("train", "test") for i in range(n)],
+        "customer_id string, product string, label_window string, label int",
+    )
+    return embeddings, labels
+
+
+@pytest.mark.parametrize("protocol", ["customer_disjoint", "same_customers"])
+def test_test_customers_are_disjoint_from_training_customers(spark, protocol: str) -> None:  # type: ignore[no-untyped-def]
+    embeddings, labels = _embeddings_and_labels(spark)
+    plan = _plan(products=("p",), protocol=protocol, balance="class_weight")
+    train = training_set(embeddings, labels, plan).select("source", "customer_id").collect()
+    test = held_out_rows(embeddings, labels, plan).select("source", "customer_id", "classifier").collect()
+    train_ids = {(r["source"], r["customer_id"]) for r in train}
+    test_ids = {(r["source"], r["customer_id"]) for r in test}
+    assert len(test) == len(test_ids)  # once per task
+    if protocol == "same_customers":
+        assert train_ids == test_ids and len(train_ids) == 800
+        return
+    assert not train_ids & test_ids and len(train_ids | test_ids) == 800
+    share = len(test_ids) / 800
+    assert 0.22 < share < 0.38, share
+    # a customer is in the same fold for every source: sources are compared on the same customers
+    assert {c for s, c in test_ids if s == "s"} == {c for s, c in test_ids if s == "t"}
+    # the fold depends on the seed
+    reseeded = {r["customer_id"] for r in held_out_rows(embeddings, labels, _plan(products=("p",), seed=99)).collect()}
+    assert reseeded != {c for s, c in test_ids if s == "s"}
+
+
+def test_spark_forest_honours_class_weight(spark) -> None:  # type: ignore[no-untyped-def]
+    rng = np.random.default_rng(4)
+    labels = (rng.random(400) < 0.05).astype(int)
+    vectors = rng.normal(size=(400, 4)) + labels[:, None] * 0.7
+    train = spark.createDataFrame(
+        [
+            ("s", "p", f"c{i}", [float(x) for x in v], int(y))
+            for i, (v, y) in enumerate(zip(vectors, labels, strict=True))
+        ],
+        "source string, product string, customer_id string, vector array<double>, label int",
+    )
+
+    def scores(class_weight: bool) -> list[float]:
+        _, forests = fit_forests(train, seed=1, class_weight=class_weight)
+        assert forests[("s", "p")].getOrDefault("weightCol") == "weight"
+        rows = apply(_forests_only(forests), train.drop("label").withColumn("classifier", F.lit(SPARK_RF)))
+        return [r["score"] for r in rows.orderBy("customer_id").collect()]
+
+    # deep, unpruned forests have mostly pure leaves, so the scores move little (either way), but they move
+    assert scores(False) != scores(True)
+
+
+def _forests_only(forests):  # type: ignore[no-untyped-def]
+    from custembed.jobs.score import FittedModels
+
+    return FittedModels(info=None, pickled=None, forests=forests)  # type: ignore[arg-type]

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import json
+import os
+import time
+from collections.abc import Iterator
 
 import pytest
 from pyspark.sql import Row
@@ -36,7 +41,8 @@ RUN = dt.date(2023, 7, 31)
 
 
 def ts(text: str) -> dt.datetime:
-    return dt.datetime.fromisoformat(text)
+    """A UTC time (aware, so ``createDataFrame`` does not read it in the driver's local zone)."""
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.timezone.utc)
 
 
 def timelines_of(spark, rows, schema=SCHEMA):  # type: ignore[no-untyped-def]
@@ -234,3 +240,107 @@ def test_job_reports_bad_input_in_one_line(spark, lake_sets, tmp_path, capsys) -
     assert err[-1].startswith("custembed sequences: error:") and "missing required column 'item'" in err[-1]
     assert sequences.main([*lake_sets, "--set", "sequences.max_lne=3"]) == 2
     assert "unknown key 'sequences.max_lne'" in capsys.readouterr().err
+
+
+# -- time zones, incomplete months, null-aware fingerprints --------------------------
+@contextlib.contextmanager
+def driver_time_zone(zone: str) -> Iterator[None]:
+    """The Python driver's local zone set to ``zone`` (what py4j and ``createDataFrame`` use for naive datetimes)."""
+    saved = os.environ.get("TZ")
+    os.environ["TZ"] = zone
+    time.tzset()
+    try:
+        assert time.localtime(1690848000).tm_gmtoff != 0  # 2023-08-01 00:00 UTC: the zone really is not UTC
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = saved
+        time.tzset()
+
+
+NON_UTC_ZONES = ["Asia/Seoul", "America/Los_Angeles"]  # ahead of and behind UTC
+
+
+@pytest.mark.parametrize("zone", NON_UTC_ZONES)
+def test_run_date_cut_off_is_utc_whatever_the_driver_zone(spark, zone) -> None:  # type: ignore[no-untyped-def]
+    events = spark.createDataFrame(
+        [
+            ("late", "2023-07-31 23:30:00", "BUY", "tv"),  # last half hour of the run date (UTC): accepted
+            ("next", "2023-08-01 00:30:00", "BUY", "tv"),  # the next day (UTC): future
+        ],
+        "customer_id string, event_time string, event_type string, item string",
+    )
+    with driver_time_zone(zone):
+        mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
+        got = {r["customer_id"]: r["_reject_reason"] for r in mapped.collect()}
+    assert got == {"late": None, "next": seq.FUTURE_TIME}
+
+
+@pytest.mark.parametrize("zone", NON_UTC_ZONES)
+def test_runs_timestamps_are_utc_whatever_the_driver_zone(spark, lake_sets, lake_dir, database, zone) -> None:  # type: ignore[no-untyped-def]
+    from custembed.io import Lake
+    from custembed.jobs.common import record_run
+
+    lake = Lake(spark, database, str(lake_dir))
+    with driver_time_zone(zone):
+        before = time.time()
+        naive_utc = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)  # what most jobs pass as `started`
+        aware = dt.datetime.now(dt.timezone.utc)
+        ids = [
+            record_run(lake, job="tz-check", run_date=RUN, started=started, status="succeeded")
+            for started in (naive_utc, aware)
+        ]
+        after = time.time()
+    rows = (
+        lake.read("runs")
+        .where(F.col("run_id").isin(ids))
+        .select(F.unix_seconds("started_at").alias("started"), F.unix_seconds("finished_at").alias("finished"))
+        .collect()
+    )
+    assert len(rows) == 2
+    for row in rows:
+        assert int(before) <= row["started"] <= row["finished"] <= after + 1
+
+
+@pytest.mark.parametrize(
+    ("end", "expected"),
+    [
+        # the 1st: July is not complete, so it gets no `no action` (its events still count)
+        (dt.date(2023, 7, 1), {"c1": [ASK_TV, NO, BUY_TV], "c2": [ASK_FRIDGE], "c3": [BUY_TV, ASK_TV]}),
+        # mid-month: the same rule
+        (dt.date(2023, 7, 15), {"c1": [ASK_TV, NO, BUY_TV], "c2": [ASK_FRIDGE], "c3": [BUY_TV, ASK_TV]}),
+        # the last day: July is complete; an empty July is one `no action`
+        (dt.date(2023, 7, 31), {"c1": [ASK_TV, NO, BUY_TV, NO], "c2": [ASK_FRIDGE], "c3": [BUY_TV, ASK_TV]}),
+    ],
+)
+def test_only_complete_months_get_no_action_tokens(spark, end, expected) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        ("c1", ts("2023-04-10 10:00:00"), "ASK", "tv"),
+        ("c1", ts("2023-06-10 10:00:00"), "BUY", "tv"),  # May empty (complete): `no action`
+        ("c2", ts("2023-07-01 08:00:00"), "ASK", "fridge"),  # first event in the run month
+        ("c3", ts("2023-06-30 10:00:00"), "BUY", "tv"),
+        ("c3", ts("2023-07-01 09:00:00"), "ASK", "tv"),
+    ]
+    out = sequences_of(spark, rows, cutoff=end).select("customer_id", "tokens", "n_no_action").collect()
+    assert {r["customer_id"]: r["tokens"] for r in out} == expected
+    assert {r["customer_id"]: r["n_no_action"] for r in out} == {c: t.count(NO) for c, t in expected.items()}
+
+
+def test_rows_differing_only_in_which_column_is_null_are_not_duplicates(spark) -> None:
+    schema = SCHEMA + ", channel string, note string"
+    at = ts("2023-01-05 10:00:00")
+    rows = [
+        ("c1", at, "BUY", "tv", "x", None),
+        ("c1", at, "BUY", "tv", None, "x"),
+        ("c1", at, "BUY", "tv", None, None),
+        ("c1", at, "BUY", "tv", None, None),  # an exact copy of the row above: the one duplicate
+    ]
+    events = spark.createDataFrame(rows, schema)
+    mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
+    timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
+    dups = seq.duplicate_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
+    raw = [json.loads(r["raw"]) for r in dups.collect()]
+    assert [(r.get("channel"), r.get("note")) for r in raw] == [(None, None)]
+    assert timelines.select(F.size("_packed").alias("n")).collect() == [Row(n=3)]

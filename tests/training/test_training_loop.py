@@ -20,7 +20,7 @@ import torch.multiprocessing as mp
 from transformers import BertTokenizerFast, ElectraConfig, ElectraForMaskedLM
 
 from custembed.encoders import load_encoder
-from custembed.training import ParquetShardLoader, TrainSpec, train
+from custembed.training import ParquetShardLoader, TrainSpec, train, weights_digest
 
 WriteSequences = Callable[..., Path]
 TINY_BERT4REC = {"vocab_size": 33, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_len": 16}
@@ -182,6 +182,33 @@ def test_text_encoder_reads_the_text_column(
     assert loaded.kind == "mlm" and loaded.embed(loaded.inputs(texts=["a1 a2"])).shape == (1, 32)
 
 
+def test_a_fine_tuned_encoder_names_the_checkpoint_it_started_from(
+    tmp_path: Path, write_sequences: WriteSequences, tiny_electra_dir: Path
+) -> None:
+    from custembed.encoders import build_encoder
+    from custembed.tracking import LINEAGE_FILE, TAG_INIT_CHECKPOINT, initial_checkpoint
+
+    spec = make_spec(
+        tmp_path,
+        write_sequences(120),
+        epochs=1,
+        encoder_kind="mlm",
+        encoder_params={"checkpoint": str(tiny_electra_dir), "max_len": 16},
+    )
+    result = train(spec)
+    checkpoint, config = initial_checkpoint(spec.output_dir)
+    assert checkpoint == str(tiny_electra_dir) and config["max_len"] == 16
+    before = build_encoder("mlm", **config)  # the report's "before" model: the starting weights
+    assert weights_digest(before.model) == weights_digest(ElectraForMaskedLM.from_pretrained(tiny_electra_dir))
+    assert weights_digest(before.model) != result["weights_sha256"]
+
+    # recorded as configured (the train job writes it), resolved where it is read
+    lineage = {TAG_INIT_CHECKPOINT: "package:custembed/encoders"}
+    (Path(spec.output_dir) / LINEAGE_FILE).write_text(json.dumps(lineage))
+    checkpoint, config = initial_checkpoint(spec.output_dir)
+    assert Path(checkpoint).parts[-2:] == ("custembed", "encoders") and config["checkpoint"] == checkpoint
+
+
 def test_ranking_metrics_come_from_the_encoder_hook(
     tmp_path: Path, write_sequences: WriteSequences, tiny_electra_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -189,7 +216,8 @@ def test_ranking_metrics_come_from_the_encoder_hook(
 
     def ranking_metrics(self: MlmEncoder, inputs: dict[str, torch.Tensor], k: int) -> RankingMetrics:
         assert k == 5
-        return RankingMetrics(hit_rate=0.5, ndcg=0.25, count=int(inputs["input_ids"].size(0)))
+        n = int(inputs["input_ids"].size(0))
+        return RankingMetrics(hit_rate=0.5, ndcg=0.25, count=n, no_action_share=0.2, targets=n + 1)
 
     monkeypatch.setattr(MlmEncoder, "ranking_metrics", ranking_metrics)
     spec = make_spec(
@@ -203,6 +231,7 @@ def test_ranking_metrics_come_from_the_encoder_hook(
     result = train(spec)
     assert result["hr@5"] == pytest.approx(0.5) and result["ndcg@5"] == pytest.approx(0.25)
     assert result["val_sequences"] > 0  # every held-out sequence the hook saw
+    assert result["no_action_share"] == pytest.approx(0.2)  # weighted by targets, summed over batches
 
 
 def test_init_dir_starts_from_a_saved_encoder(tmp_path: Path, write_sequences: WriteSequences) -> None:
@@ -258,7 +287,9 @@ def train_rank(rank: int, spec: TrainSpec, port: int, out: str) -> None:
 
 
 @pytest.mark.slow
-def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path, write_sequences: WriteSequences) -> None:
+def test_two_gloo_ranks_end_with_identical_weights(
+    tmp_path: Path, write_sequences: WriteSequences, capfd: pytest.CaptureFixture[str]
+) -> None:
     spec = make_spec(tmp_path, write_sequences(200, files=3, row_group_size=20), epochs=2)
     mp.spawn(train_rank, args=(spec, free_port(), str(tmp_path)), nprocs=2, join=True)
     results = [json.loads((tmp_path / f"rank-{r}.json").read_text()) for r in range(2)]
@@ -266,3 +297,67 @@ def test_two_gloo_ranks_end_with_identical_weights(tmp_path: Path, write_sequenc
     assert results[0]["world_size"] == 2 and results[0]["steps"] > 0
     assert checkpoint_steps(spec.checkpoint_dir)[-1] == results[0]["steps"]
     assert load_encoder(spec.output_dir).kind == "bert4rec"
+    # both ranks' output reaches the same stream (as under torchrun): each run-level line once
+    output = capfd.readouterr()
+    lines = (output.out + output.err).splitlines()
+    for marker in ("epoch 0 done at step", "epoch 1 done at step", "training finished:"):
+        assert sum(marker in line for line in lines) == 1, (marker, lines)
+
+
+def scripted_validation(monkeypatch: pytest.MonkeyPatch, losses: list[float]) -> list[int]:
+    """Replace the held-out loss of each validation by the next of ``losses``; returns the steps validated."""
+    from custembed.training import loop
+
+    real = getattr(loop._validate, "real", loop._validate)  # not an earlier script
+    validated: list[int] = []
+
+    def validate(spec: TrainSpec, ctx: Any, encoder: Any, loader: Any) -> dict[str, float]:
+        metrics = real(spec, ctx, encoder, loader)
+        validated.append(len(validated))
+        return {**metrics, "val_loss": losses.pop(0)}
+
+    validate.real = real  # type: ignore[attr-defined]
+    monkeypatch.setattr(loop, "_validate", validate)
+    return validated
+
+
+def test_the_saved_weights_are_the_best_epochs_also_after_a_resume(
+    tmp_path: Path, write_sequences: WriteSequences, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = write_sequences(120)
+    batches = ParquetShardLoader(str(data), columns=("tokens",), batch_size=16, val_pct=20).local_num_batches()
+    shared = {"epochs": 3, "checkpoint_every": 1000}
+
+    # reference: the weights at the end of the second epoch of the same schedule
+    scripted_validation(monkeypatch, [2.0, 1.0])
+    second_epoch = train(make_spec(tmp_path / "ref", data, max_steps=2 * batches, **shared))
+
+    # epoch losses 2, 1, 3: the second epoch's weights are saved, not the last
+    scripted_validation(monkeypatch, [2.0, 1.0, 3.0])
+    full = train(make_spec(tmp_path / "full", data, **shared))
+    assert full["steps"] == 3 * batches and full["weights_step"] == 2 * batches
+    assert full["val_loss"] == 1.0 and full["last_val_loss"] == 3.0
+    assert full["weights_sha256"] == second_epoch["weights_sha256"]
+    saved = load_encoder(str(tmp_path / "full" / "encoder"))
+    assert weights_digest(saved.model) == second_epoch["weights_sha256"]
+
+    # killed after two epochs and resumed: the kept weights come back from the checkpoint
+    scripted_validation(monkeypatch, [2.0, 1.0])
+    train(make_spec(tmp_path / "resumed", data, max_steps=2 * batches, **shared))
+    scripted_validation(monkeypatch, [3.0])
+    resumed = train(make_spec(tmp_path / "resumed", data, **shared))
+    assert resumed["start_step"] == 2 * batches and resumed["weights_step"] == 2 * batches
+    assert resumed["weights_sha256"] == second_epoch["weights_sha256"]
+
+
+def test_the_champion_is_validated_on_the_same_customers_and_masks(
+    tmp_path: Path, write_sequences: WriteSequences
+) -> None:
+    data = write_sequences(120)
+    first = train(make_spec(tmp_path / "a", data, epochs=1))
+    # the same training again, compared with the first one's encoder: identical weights, identical figures
+    again = train(make_spec(tmp_path / "b", data, epochs=1, compare_dir=str(tmp_path / "a" / "encoder")))
+    assert again["weights_sha256"] == first["weights_sha256"]
+    assert again["champion_val_loss"] == pytest.approx(again["val_loss"], abs=1e-9)
+    assert again["champion_hr@10"] == pytest.approx(again["hr@10"], abs=1e-9)
+    assert "champion_val_loss" not in first

@@ -56,3 +56,18 @@ def test_count_features_counts_actions_and_recency() -> None:
     np.testing.assert_allclose(vectors[0, :3], np.log1p([2, 2, 1]))
     assert vectors[0, 5] == 2  # two empty months since the last real event
     assert vectors[1, 4] == 0 and vectors[1, 5] == 1
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_class_weight_is_honoured_by_every_classifier(name: str) -> None:
+    # ~5 % buyers and a weak signal: unweighted models call almost no held-out customer a buyer.
+    rng = np.random.default_rng(1)
+    labels = (rng.random(1200) < 0.05).astype(int)
+    features = rng.normal(size=(1200, 6)).astype(np.float32) + labels[:, None] * 0.6
+    train, held_out = slice(0, 600), slice(600, 1200)
+    plain, _ = fit(features[train], labels[train], classifier=name, seed=0)
+    weighted, message = fit(features[train], labels[train], classifier=name, seed=0, class_weight=True)
+    assert message == "ok"
+    called_plain = int((predict(plain, features[held_out]) >= 0.5).sum())
+    called_weighted = int((predict(weighted, features[held_out]) >= 0.5).sum())
+    assert called_weighted >= max(1.5 * called_plain, called_plain + 3), (called_plain, called_weighted)

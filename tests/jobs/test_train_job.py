@@ -1,0 +1,147 @@
+"""The train job: training keyed to the sequences run and config it came from; the alias moves only if not worse."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import random
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from custembed import schemas
+from custembed.config import Config, load_config
+
+RUN = dt.date(2031, 1, 31)
+PREFIX = "trainjob"
+
+
+def _sequences(spark: Any, seed: int, n: int = 120) -> Any:
+    """``n`` customers of the train view of RUN (and a few of the current view), themed actions as in tests/training."""
+    rng = random.Random(seed)
+    rows = []
+    for view, cutoff in ((schemas.VIEW_TRAIN, "2030-10-31"), ("current", RUN.isoformat())):
+        for i in range(n if view == schemas.VIEW_TRAIN else 10):
+            theme = rng.randrange(3)
+            tokens = [4 + 10 * theme + rng.randrange(10) for _ in range(rng.randint(4, 12))]
+            when = dt.datetime(2030, 1, 1)
+            rows.append(
+                (
+                    f"c{seed}-{i:04d}",
+                    cutoff,
+                    tokens,
+                    " ".join(f"a{t}" for t in tokens),
+                    len(tokens),
+                    len(tokens),
+                    len(tokens),
+                    0,
+                    when,
+                    when,
+                    RUN.isoformat(),
+                    view,
+                )
+            )
+    return spark.createDataFrame(rows, schemas.TABLE_SCHEMAS["sequences"])
+
+
+def _config(lake_sets: list[str], *sets: str) -> Config:
+    small = [
+        "train.encoders.bert4rec.model.hidden_size=32",
+        "train.encoders.bert4rec.model.num_layers=1",
+        "train.encoders.bert4rec.model.num_heads=2",
+        "train.encoders.bert4rec.epochs=2",
+        "train.encoders.bert4rec.batch_size=16",
+        "train.encoders.bert4rec.val_pct=20",
+        "train.encoders.bert4rec.early_stopping_patience=null",
+        "train.num_processes=1",
+        f"tracking.model_prefix={PREFIX}",
+        *sets,
+    ]
+    pairs = [lake_sets[i + 1] for i in range(0, len(lake_sets), 2)]
+    return load_config(None, [*pairs, *small])
+
+
+@pytest.fixture()
+def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Train in this process (the launcher seam), not in torchrun processes."""
+    from custembed.jobs import train as train_job
+
+    def launch(_cfg: Any) -> Callable[..., Any]:
+        return lambda fn, spec: fn(spec)
+
+    monkeypatch.setattr(train_job, "launch", launch)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def test_a_rerun_of_sequences_or_a_new_config_trains_afresh(  # type: ignore[no-untyped-def]
+    spark, lake_sets, in_process, caplog: pytest.LogCaptureFixture
+) -> None:
+    from custembed.jobs import train as train_job
+    from custembed.jobs.common import lake_from
+
+    cfg = _config(lake_sets)
+    lake = lake_from(spark, cfg)
+    lake.write_partitions(_sequences(spark, seed=1), "sequences")
+    caplog.set_level(logging.INFO, logger="custembed")
+
+    first = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
+    assert first["start_step"] == 0 and first["steps"] > 0
+
+    caplog.clear()
+    again = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
+    messages = [r.getMessage() for r in caplog.records]
+    assert any("reusing the training snapshot" in m for m in messages)
+    assert again["start_step"] == first["steps"]  # the same sources: the finished run's checkpoint
+
+    lake.write_partitions(_sequences(spark, seed=2), "sequences")  # `sequences` rerun for the same date
+    caplog.clear()
+    rerun = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
+    messages = [r.getMessage() for r in caplog.records]
+    assert rerun["start_step"] == 0 and rerun["steps"] > 0
+    assert not any("reusing the training snapshot" in m or "resuming from step" in m for m in messages)
+    assert any("the sequences (rerun) changed" in m and "training afresh" in m for m in messages)
+
+    caplog.clear()
+    longer = train_job.run(
+        spark, _config(lake_sets, "train.encoders.bert4rec.epochs=3"), run_date=RUN, encoder_name="bert4rec"
+    )
+    messages = [r.getMessage() for r in caplog.records]
+    assert longer["start_step"] == 0 and longer["epochs_completed"] == 3
+    assert any("the training config changed" in m for m in messages)
+
+    training = lake.path("training", "bert4rec", RUN.isoformat())
+    assert len(list(training.glob("*/source.json"))) == 3
+
+
+def test_the_alias_moves_only_to_a_version_that_is_not_worse(  # type: ignore[no-untyped-def]
+    spark, lake_sets, in_process, caplog: pytest.LogCaptureFixture
+) -> None:
+    from custembed.jobs import train as train_job
+    from custembed.jobs.common import lake_from
+    from custembed.tracking import TAG_CUTOFF, TAG_PROMOTION, TAG_RUN_DATE, tracking_for
+
+    sets = ("tracking.model_prefix=promo", "train.encoders.bert4rec.epochs=3")
+    cfg = _config(lake_sets, *sets)
+    lake = lake_from(spark, cfg)
+    lake.write_partitions(_sequences(spark, seed=3), "sequences")
+    tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
+
+    good = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
+    first = tracking.alias_version("bert4rec", "champion")
+    assert first is not None and "alias champion" in good["model"]
+    # A barely trained model (one step at a tiny learning rate) validates worse on the same customers.
+    worse_cfg = _config(lake_sets, *sets, "train.encoders.bert4rec.max_steps=1", "train.encoders.bert4rec.lr=0.000001")
+    caplog.set_level(logging.INFO, logger="custembed")
+    worse = train_job.run(spark, worse_cfg, run_date=RUN, encoder_name="bert4rec")
+    assert worse["champion_val_loss"] < worse["val_loss"]
+    assert tracking.alias_version("bert4rec", "champion") == first
+    assert any("does not take alias champion" in r.getMessage() for r in caplog.records)
+    versions = dict(tracking.versions("bert4rec"))
+    newest = max(versions, key=int)
+    assert versions[newest][TAG_PROMOTION].startswith("did not take alias champion: val_loss")
+    assert versions[newest][TAG_RUN_DATE] == RUN.isoformat() and versions[newest][TAG_CUTOFF] == "2030-10-31"
+
+    forced = train_job.run(spark, worse_cfg, run_date=RUN, encoder_name="bert4rec", promote="always")
+    assert "alias champion" in forced["model"]
+    assert tracking.alias_version("bert4rec", "champion") == str(int(newest) + 1)

@@ -224,7 +224,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
     data = ReportData(
         title="custembed: customer embeddings, propensity and lift",
         run_date=day,
-        generated_at=dt.datetime.now().isoformat(timespec="seconds"),
+        generated_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         summary=summary,
         default_classifier=classifier,
         metrics=default.reset_index(drop=True),

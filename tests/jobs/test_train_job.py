@@ -74,6 +74,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
 
 
+@pytest.mark.slow
 def test_a_rerun_of_sequences_or_a_new_config_trains_afresh(  # type: ignore[no-untyped-def]
     spark, lake_sets, in_process, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -114,6 +115,7 @@ def test_a_rerun_of_sequences_or_a_new_config_trains_afresh(  # type: ignore[no-
     assert len(list(training.glob("*/source.json"))) == 3
 
 
+@pytest.mark.slow
 def test_the_alias_moves_only_to_a_version_that_is_not_worse(  # type: ignore[no-untyped-def]
     spark, lake_sets, in_process, caplog: pytest.LogCaptureFixture
 ) -> None:

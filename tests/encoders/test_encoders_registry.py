@@ -81,4 +81,7 @@ def test_ranking_metrics_hook(kind: str, make_encoder: MakeEncoder, to_inputs: T
         return
     reference = encoder.next_action_metrics(inputs, k=5)
     assert isinstance(ranking, RankingMetrics)
-    assert ranking == RankingMetrics(hit_rate=reference["hr@5"], ndcg=reference["ndcg@5"], count=3)
+    # no no_action_id configured: every target is an action, none left out
+    assert ranking == RankingMetrics(
+        hit_rate=reference["hr@5"], ndcg=reference["ndcg@5"], count=3, no_action_share=0.0, targets=3
+    )

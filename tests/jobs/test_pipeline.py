@@ -162,7 +162,7 @@ def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path, d
         f"select sum(customers) c from decile_lift where dt='{RUN}' and classifier='random_forest' "
         "and source='counts' and product='styler'"
     ).collect()[0]["c"]
-    assert lift == tested_rows(metrics, "counts", "styler")
+    assert lift == rows_evaluated(metrics, "counts", "styler")
     top = spark.sql("select count(*) n from top_decile_customers").collect()[0]["n"]
     assert 0 < top <= scores["n"] / 10 + 2 * 3
 
@@ -204,7 +204,7 @@ def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path, d
         )
 
 
-def tested_rows(metrics: list, source: str, product: str) -> int:  # type: ignore[type-arg]
+def rows_evaluated(metrics: list, source: str, product: str) -> int:  # type: ignore[type-arg]
     """Customers in the test fold of one (source, product) by ``model_metrics``."""
     return next(
         m["rows"] for m in metrics if (m["source"], m["product"], m["classifier"]) == (source, product, "random_forest")

@@ -416,7 +416,7 @@ def _assert_no_page_errors(stderr: str) -> None:
 
 
 def test_model_comparison_names_the_protocol_and_shows_intervals_and_significance() -> None:
-    from custembed.comparison import comparison_lines, model_comparison
+    from custembed.comparison import COMPARISON_LINE_VALUES, comparison_lines, model_comparison
     from custembed.report.sections import model_comparison_section
 
     metrics = _metrics()
@@ -438,17 +438,7 @@ def test_model_comparison_names_the_protocol_and_shows_intervals_and_significanc
         model_comparison(
             metrics,
             classifier=CLASSIFIER,
-            values=(
-                "auc",
-                "auc_lo",
-                "auc_hi",
-                "f1",
-                "top10_lift",
-                "positives",
-                "auc_diff",
-                "auc_diff_lo",
-                "auc_diff_hi",
-            ),
+            values=COMPARISON_LINE_VALUES,
         ),
         classifier=CLASSIFIER,
         day="2023-07-31",

@@ -156,12 +156,13 @@ def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str, pro
     heading = f"\nmodel comparison ({classifier}, test window, run date {day})"
     if protocol:
         heading = f"\nmodel comparison ({classifier}, run date {day}; evaluated on {protocol_name(protocol)})"
+    sources = list(comparison["auc"].columns)
+    width = max(10, *(len(str(s)) for s in sources)) if sources else 10
     lines = [
         heading,
-        f"{'product':<18} {'source':<10} {'AUC':>6} {'95 % interval':<15} {'F1':>6} {'lift@10%':>9} "
+        f"{'product':<18} {'source':<{width}} {'AUC':>6} {'95 % interval':<15} {'F1':>6} {'lift@10%':>9} "
         f"{'buyers':>7}  AUC vs best source (95 %, * = significant)",
     ]
-    sources = list(comparison["auc"].columns)
     for product in comparison.index:
         for source in sources:
             row = comparison.loc[product, (slice(None), source)].droplevel(SOURCE)
@@ -169,7 +170,7 @@ def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str, pro
                 continue
             buyers = "-" if pd.isna(row["positives"]) else str(int(row["positives"]))
             lines.append(
-                f"{product:<18} {source:<10} {fmt(row['auc'], 6)} {_interval(row, 'auc'):<15} {fmt(row['f1'], 6)} "
+                f"{product:<18} {source:<{width}} {fmt(row['auc'], 6)} {_interval(row, 'auc'):<15} {fmt(row['f1'], 6)} "
                 f"{fmt(row['top10_lift'], 9)} {buyers:>7}  {_versus_best(row)}".rstrip()
             )
     for source in sources:
@@ -177,5 +178,56 @@ def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str, pro
         if auc.notna().any():
             lift = comparison[("top10_lift", source)][auc.notna()].dropna()
             lift_mean = float(lift.mean()) if len(lift) else 0.0
-            lines.append(f"{'mean':<18} {source:<10} {auc.mean():>6.3f} {'':<15} {'':>6} {lift_mean:>9.3f}")
+            lines.append(f"{'mean':<18} {source:<{width}} {auc.mean():>6.3f} {'':<15} {'':>6} {lift_mean:>9.3f}")
+    return lines
+
+
+def probe_table(metrics: pd.DataFrame, *, values: Sequence[str] = ("auc", "top10_lift")) -> pd.DataFrame:
+    """Mean ``values`` per source (rows) and classifier (columns ``(metric, classifier)``), over products.
+
+    Only classifiers fitted on every (source, product) of ``metrics`` count (the default one and
+    ``score.probes``; the one-product classifier comparison does not), and a source's means are over
+    the products where every such classifier has an AUC, so the columns compare like with like.
+    Empty when fewer than two classifiers qualify.
+    """
+    if not len(metrics):
+        return pd.DataFrame()
+    rows = metrics.assign(**{c: metrics[c].astype(str) for c in (SOURCE, PRODUCT, CLASSIFIER)})
+    pairs = set(map(tuple, rows[[SOURCE, PRODUCT]].drop_duplicates().values.tolist()))
+    covering = [
+        c
+        for c in _first_seen(rows[CLASSIFIER])
+        if set(map(tuple, rows.loc[rows[CLASSIFIER] == c, [SOURCE, PRODUCT]].values.tolist())) == pairs
+    ]
+    if len(covering) < 2:
+        return pd.DataFrame()
+    chosen = rows[rows[CLASSIFIER].isin(covering)].drop_duplicates([SOURCE, PRODUCT, CLASSIFIER], keep="last")
+    auc = pd.to_numeric(chosen["auc"], errors="coerce")
+    complete = chosen.assign(auc=auc).groupby([SOURCE, PRODUCT])["auc"].transform(lambda a: a.notna().all())
+    kept = chosen[complete.astype(bool)]
+    table = kept.assign(**{v: pd.to_numeric(kept[v], errors="coerce") for v in values}).pivot_table(
+        index=SOURCE, columns=CLASSIFIER, values=list(values), aggfunc="mean"
+    )
+    table = table.reindex(columns=pd.MultiIndex.from_product([list(values), covering]))
+    table.columns.names = ["metric", CLASSIFIER]
+    return table
+
+
+def probe_lines(table: pd.DataFrame) -> list[str]:
+    """:func:`probe_table` as text: mean AUC (and lift) per source under each classifier."""
+    if table.empty:
+        return []
+    classifiers = list(table["auc"].columns)
+    width = max(10, *(len(str(s)) for s in table.index))
+    lines = [
+        "\nrepresentation probes: mean AUC / top-10 % lift over products, per classifier "
+        "(a linear probe or k-NN close to the forest: the representation carries the signal)",
+        f"{'source':<{width}} " + " ".join(f"{c[:19]:>19}" for c in classifiers),
+    ]
+    for source in table.index:
+        cells = []
+        for c in classifiers:
+            auc, lift = table.loc[source, ("auc", c)], table.loc[source, ("top10_lift", c)]
+            cells.append(f"{'-' if pd.isna(auc) else f'{auc:.3f}':>11} / {'-' if pd.isna(lift) else f'{lift:.2f}':>5}")
+        lines.append(f"{source:<{width}} " + " ".join(cells))
     return lines

@@ -176,11 +176,27 @@ class ScoreConfig:
         default=(), metadata={"help": "products (buying actions of the catalogue) to label and score"}
     )
     sources: tuple[str, ...] = field(
-        default=(), metadata={"help": "embedding sources to compare; empty: every source embedded for the date"}
+        default=(),
+        metadata={
+            "help": "embedding sources to compare; empty: every source embedded for the date; "
+            "a+b: the two sources' vectors concatenated per customer (a hybrid, e.g. bert4rec+counts)"
+        },
+    )
+    hybrid_with: str | None = field(
+        default=None,
+        metadata={"help": "also score every other source concatenated with this one (e.g. counts); null: none"},
     )
     classifier: str = field(
         default="random_forest",
-        metadata={"help": "random_forest, xgboost, lightgbm, logistic_regression, mlp, spark_random_forest"},
+        metadata={"help": "random_forest, xgboost, lightgbm, logistic_regression, mlp, knn, spark_random_forest"},
+    )
+    probes: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "classifiers also fitted on every source × product beside the default one, e.g. "
+            "[logistic_regression, knn]: a linear probe and k-NN say whether a representation carries "
+            "the signal or the default classifier finds it"
+        },
     )
     balance: str = field(default="undersample", metadata={"help": "undersample (50/50, seeded) or class_weight"})
     protocol: str = field(

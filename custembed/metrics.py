@@ -12,23 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.types import DoubleType, IntegerType, StructField, StructType
 
 
-def binary_metrics(
-    scored: DataFrame, *, groups: Sequence[str], threshold: float = 0.5, weight: str | None = None
-) -> DataFrame:
-    """One row per group: rows, positives, auc, f1, precision, recall, accuracy (at ``threshold``).
-
-    With ``weight`` (a numeric column, e.g. bootstrap multiplicities) every row counts that many
-    times: the weighted Mann-Whitney AUC and weighted confusion counts (``rows`` and
-    ``positives`` then hold the summed weights, cast to long).
-    """
+def binary_metrics(scored: DataFrame, *, groups: Sequence[str], threshold: float = 0.5) -> DataFrame:
+    """One row per group: rows, positives, auc, f1, precision, recall, accuracy (at ``threshold``)."""
     keys = list(groups)
-    w = F.col(weight).cast("double") if weight else F.lit(1)
     by_score = scored.groupBy(*keys, "score").agg(
-        F.sum(w * F.col("label")).alias("pos"), F.sum(w * (1 - F.col("label"))).alias("neg")
+        F.sum(F.col("label")).alias("pos"), F.sum(1 - F.col("label")).alias("neg")
     )
     below = Window.partitionBy(*keys).orderBy("score").rowsBetween(Window.unboundedPreceding, -1)
     ranked = by_score.select(*keys, "pos", "neg", F.coalesce(F.sum("neg").over(below), F.lit(0)).alias("neg_below"))
@@ -45,12 +40,12 @@ def binary_metrics(
     )
     predicted = (F.col("score") >= threshold).cast("int")
     counts = scored.groupBy(*keys).agg(
-        F.sum(w).alias("rows"),
-        F.sum(w * F.col("label")).alias("positives"),
-        F.sum(w * predicted * F.col("label")).alias("tp"),
-        F.sum(w * predicted * (1 - F.col("label"))).alias("fp"),
-        F.sum(w * (1 - predicted) * F.col("label")).alias("fn"),
-        F.sum(w * (1 - predicted) * (1 - F.col("label"))).alias("tn"),
+        F.count("*").alias("rows"),
+        F.sum("label").alias("positives"),
+        F.sum(predicted * F.col("label")).alias("tp"),
+        F.sum(predicted * (1 - F.col("label"))).alias("fp"),
+        F.sum((1 - predicted) * F.col("label")).alias("fn"),
+        F.sum((1 - predicted) * (1 - F.col("label"))).alias("tn"),
     )
     precision = F.when(F.col("tp") + F.col("fp") > 0, F.col("tp") / (F.col("tp") + F.col("fp"))).otherwise(0.0)
     recall = F.when(F.col("tp") + F.col("fn") > 0, F.col("tp") / (F.col("tp") + F.col("fn"))).otherwise(0.0)
@@ -59,8 +54,8 @@ def binary_metrics(
     ).otherwise(0.0)
     return counts.join(auc, keys, "left").select(
         *keys,
-        F.round("rows").cast("long").alias("rows"),
-        F.round("positives").cast("long").alias("positives"),
+        F.col("rows").cast("long"),
+        F.col("positives").cast("long"),
         F.col("auc").cast("double"),
         f1.cast("double").alias("f1"),
         precision.cast("double").alias("precision"),
@@ -104,54 +99,93 @@ def decile_lift(scored: DataFrame, *, groups: Sequence[str]) -> DataFrame:
 # Metrics that get a 95 % interval, as named in ``model_metrics``.
 INTERVAL_METRICS: tuple[str, ...] = ("auc", "f1", "precision", "recall", "accuracy", "top10_lift")
 REPLICATE = "replicate"
-WEIGHT = "weight"
 # P(K <= k) for K ~ Poisson(1), k = 0..7: a uniform draw above the first j of these is a multiplicity of j.
-_POISSON1_CDF = (0.36787944, 0.73575888, 0.91969860, 0.98101184, 0.99634015, 0.99940582, 0.99991676, 0.99998975)
-_UNIT = float(1 << 53)
+_POISSON1_CDF = np.array(
+    [0.36787944, 0.73575888, 0.91969860, 0.98101184, 0.99634015, 0.99940582, 0.99991676, 0.99998975]
+)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+_MIX2 = np.uint64(0x94D049BB133111EB)
+# Cells (rows × replicates) of weights held at once by one group's computation.
+_CELLS_PER_BLOCK = 1 << 22
 
 
-def bootstrap_weights(scored: DataFrame, *, groups: Sequence[str], replicates: int, seed: int) -> DataFrame:
-    """Scored rows × ``replicates``: a stratified Poisson-bootstrap weight per (row, replicate).
+def replicate_multiplicities(customer_hashes: np.ndarray, replicates: Sequence[int]) -> np.ndarray:
+    """Poisson(1) multiplicities, one row per replicate: a function of (customer hash, replicate) only.
 
-    A customer's multiplicity in replicate ``b`` is a Poisson(1) draw from a seeded hash of
-    (customer_id, b), whatever its group: two sources scored on the same customers get the
-    same resampling in every replicate (a *paired* bootstrap). Within each group and class
-    the weights are rescaled to sum to the class's row count, so that every replicate keeps
-    the buyers and non-buyers of the original (stratified; AUC is unaffected by the scaling).
-
-    Output: the input columns plus ``replicate`` (int) and ``weight`` (double > 0).
+    The hash is Spark's ``xxhash64(customer_id, seed)``; each replicate mixes it with
+    splitmix64, so a customer is drawn alike in every group of a replicate (a *paired*
+    bootstrap across sources) and on every machine.
     """
-    if replicates < 1:
-        raise ValueError(f"replicates must be positive, got {replicates}")
-    keys = list(groups)
-    draw = F.pmod(F.xxhash64(F.col("customer_id"), F.col(REPLICATE), F.lit(seed)), F.lit(1 << 53)) / F.lit(_UNIT)
-    multiplicity = sum((draw >= F.lit(c)).cast("int") for c in _POISSON1_CDF)
-    exploded = scored.withColumn("_class_rows", F.count("*").over(Window.partitionBy(*keys, "label"))).withColumn(
-        REPLICATE, F.explode(F.sequence(F.lit(0), F.lit(replicates - 1)))
-    )
-    drawn = exploded.withColumn(WEIGHT, multiplicity).where(F.col(WEIGHT) > 0)
-    class_weight = F.sum(WEIGHT).over(Window.partitionBy(*keys, REPLICATE, "label"))
-    return drawn.withColumn(WEIGHT, (F.col(WEIGHT) * F.col("_class_rows") / class_weight).cast("double")).drop(
-        "_class_rows"
-    )
+    hashed = customer_hashes.astype(np.int64).view(np.uint64)
+    steps = (np.asarray(replicates, dtype=np.uint64) + np.uint64(1))[:, None]
+    with np.errstate(over="ignore"):
+        x = hashed[None, :] + steps * _GOLDEN
+        x = (x ^ (x >> np.uint64(30))) * _MIX1
+        x = (x ^ (x >> np.uint64(27))) * _MIX2
+        x = x ^ (x >> np.uint64(31))
+    uniform = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return np.searchsorted(_POISSON1_CDF, uniform, side="right").astype(np.float64)
 
 
-def weighted_top_lift(weighted: DataFrame, *, groups: Sequence[str], share: float = 0.1) -> DataFrame:
-    """Per group: ``top10_lift``, the weighted buy rate of the top ``share`` by score over the group's rate."""
-    keys = list(groups)
-    order = Window.partitionBy(*keys).orderBy(F.col("score").desc(), F.col("customer_id"))
-    before = F.coalesce(F.sum(WEIGHT).over(order.rowsBetween(Window.unboundedPreceding, -1)), F.lit(0.0))
-    total = F.sum(WEIGHT).over(Window.partitionBy(*keys))
-    marked = weighted.withColumn("_top", (before < total * share).cast("double"))
-    sums = marked.groupBy(*keys).agg(
-        F.sum(F.col(WEIGHT) * F.col("_top") * F.col("label")).alias("_top_pos"),
-        F.sum(F.col(WEIGHT) * F.col("_top")).alias("_top_rows"),
-        F.sum(F.col(WEIGHT) * F.col("label")).alias("_pos"),
-        F.sum(WEIGHT).alias("_rows"),
-    )
-    rate = F.col("_top_pos") / F.col("_top_rows")
-    base = F.col("_pos") / F.col("_rows")
-    return sums.select(*keys, F.when(base > 0, rate / base).cast("double").alias("top10_lift"))
+def stratified_weights(multiplicities: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Multiplicities rescaled per replicate and class to sum to the class's row count (stratified)."""
+    weights = np.zeros_like(multiplicities)
+    for cls in (0, 1):
+        members = labels == cls
+        drawn = multiplicities[:, members].sum(axis=1, keepdims=True)
+        scale = np.divide(members.sum(), drawn, out=np.zeros_like(drawn), where=drawn > 0)
+        weights[:, members] = multiplicities[:, members] * scale
+    return weights
+
+
+def weighted_metrics(
+    weights: np.ndarray, *, levels: np.ndarray, labels: np.ndarray, predicted: np.ndarray, top_order: np.ndarray
+) -> dict[str, float]:
+    """The :data:`INTERVAL_METRICS` of one replicate's weights (NaN where undefined).
+
+    ``levels`` is each row's index among the distinct scores (ascending), ``top_order`` the
+    rows by descending score then customer id, as :func:`decile_lift` orders them.
+    """
+    pos_w, neg_w = weights * labels, weights * (1 - labels)
+    pos = np.bincount(levels, weights=pos_w)
+    neg = np.bincount(levels, weights=neg_w)
+    p, n = pos.sum(), neg.sum()
+    below = np.cumsum(neg) - neg
+    auc = float((pos * (below + 0.5 * neg)).sum() / (p * n)) if p > 0 and n > 0 else np.nan
+    tp, fp = float((pos_w * predicted).sum()), float((neg_w * predicted).sum())
+    fn, tn = p - tp, n - fp
+    ordered = weights[top_order]
+    before = np.cumsum(ordered) - ordered
+    top = before < (p + n) * 0.1
+    top_rows = ordered[top].sum()
+    top_rate = (ordered * labels[top_order])[top].sum() / top_rows if top_rows > 0 else np.nan
+    return {
+        "auc": auc,
+        "f1": 2 * tp / (2 * tp + fp + fn) if 2 * tp + fp + fn > 0 else 0.0,
+        "precision": tp / (tp + fp) if tp + fp > 0 else 0.0,
+        "recall": tp / (tp + fn) if tp + fn > 0 else 0.0,
+        "accuracy": (tp + tn) / (p + n) if p + n > 0 else np.nan,
+        "top10_lift": top_rate / (p / (p + n)) if p > 0 else np.nan,
+    }
+
+
+def _group_replicates(rows: pd.DataFrame, *, keys: Sequence[str], threshold: float, replicates: int) -> pd.DataFrame:
+    """One group's scored rows → one row of metrics per replicate (the grouped-map function)."""
+    scores = rows["score"].to_numpy(dtype=np.float64)
+    labels = rows["label"].to_numpy(dtype=np.float64)
+    _, levels = np.unique(scores, return_inverse=True)
+    top_order = np.lexsort((rows["customer_id"].to_numpy(dtype=str), -scores))
+    predicted = (scores >= threshold).astype(np.float64)
+    block = max(1, _CELLS_PER_BLOCK // max(len(rows), 1))
+    out = []
+    for first in range(0, replicates, block):
+        numbers = range(first, min(first + block, replicates))
+        weights = stratified_weights(replicate_multiplicities(rows["_hash"].to_numpy(), numbers), labels)
+        for b, w in zip(numbers, weights, strict=True):
+            measured = weighted_metrics(w, levels=levels, labels=labels, predicted=predicted, top_order=top_order)
+            out.append({**{k: rows[k].iloc[0] for k in keys}, REPLICATE: b, **measured})
+    return pd.DataFrame(out, columns=[*keys, REPLICATE, *INTERVAL_METRICS])
 
 
 def bootstrap_replicates(
@@ -159,13 +193,28 @@ def bootstrap_replicates(
 ) -> DataFrame:
     """Per group and ``replicate``: the :data:`INTERVAL_METRICS` of that bootstrap replicate.
 
-    Computed in Spark from the scored rows (:func:`bootstrap_weights`), grouped, nothing collected.
+    A stratified Poisson bootstrap: in replicate ``b`` a customer counts
+    :func:`replicate_multiplicities` times, rescaled within its group and class so that every
+    replicate keeps the buyers and non-buyers of the sample (:func:`stratified_weights`).
+    Each group's rows are one Arrow batch of a grouped map (a group is one source × product
+    × classifier's test customers); nothing is collected to the driver, and the output is
+    groups × replicates rows. Undefined values (a class left empty) are null.
     """
-    keys = [*groups, REPLICATE]
-    weighted = bootstrap_weights(scored, groups=groups, replicates=replicates, seed=seed)
-    metrics = binary_metrics(weighted, groups=keys, threshold=threshold, weight=WEIGHT)
-    lift = weighted_top_lift(weighted, groups=keys)
-    return metrics.join(lift, keys, "left").select(*keys, *INTERVAL_METRICS)
+    if replicates < 1:
+        raise ValueError(f"replicates must be positive, got {replicates}")
+    keys = list(groups)
+    out_schema = StructType(
+        [scored.schema[k] for k in keys]
+        + [StructField(REPLICATE, IntegerType())]
+        + [StructField(m, DoubleType()) for m in INTERVAL_METRICS]
+    )
+    rows = scored.select(*keys, "customer_id", F.xxhash64("customer_id", F.lit(seed)).alias("_hash"), "score", "label")
+
+    def compute(group: pd.DataFrame) -> pd.DataFrame:
+        return _group_replicates(group, keys=keys, threshold=threshold, replicates=replicates)
+
+    replicated = rows.groupBy(*keys).applyInPandas(compute, schema=out_schema)
+    return replicated.select(*keys, REPLICATE, *[F.when(~F.isnan(m), F.col(m)).alias(m) for m in INTERVAL_METRICS])
 
 
 def percentile_intervals(

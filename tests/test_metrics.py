@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
+from pyspark.sql import functions as F
 from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_auc_score
 
 from custembed.metrics import binary_metrics, decile_lift
@@ -69,20 +71,37 @@ def test_random_ranking_lift_near_one(spark) -> None:  # type: ignore[no-untyped
     assert all(0.75 < r["lift"] < 1.25 for r in lift)
 
 
-def _replicate_weights(spark, frame, replicates: int, seed: int):  # type: ignore[no-untyped-def]
-    from custembed.metrics import bootstrap_weights
+def _replicate_weights(frame, replicates: int, seed: int) -> pd.DataFrame:  # type: ignore[no-untyped-def]
+    """The weights of each replicate, recomputed from the documented rule (hash → multiplicity → strata)."""
+    from custembed.metrics import replicate_multiplicities, stratified_weights
 
-    return bootstrap_weights(frame, groups=["product"], replicates=replicates, seed=seed).toPandas()
+    rows = frame.select("customer_id", F.xxhash64("customer_id", F.lit(seed)).alias("h"), "score", "label").toPandas()
+    labels = rows["label"].to_numpy(dtype=float)
+    weights = stratified_weights(replicate_multiplicities(rows["h"].to_numpy(), range(replicates)), labels)
+    return pd.concat([rows.assign(replicate=b, weight=w) for b, w in enumerate(weights)])
 
 
-def test_bootstrap_replicate_auc_equals_sklearn_with_the_same_weights(spark) -> None:  # type: ignore[no-untyped-def]
+def test_multiplicities_are_poisson_one_and_depend_on_customer_and_replicate_only() -> None:
+    from custembed.metrics import replicate_multiplicities
+
+    hashes = np.random.default_rng(0).integers(-(2**63), 2**63 - 1, size=20000, dtype=np.int64)
+    drawn = replicate_multiplicities(hashes, range(3))
+    assert drawn.shape == (3, 20000)
+    assert drawn.mean() == pytest.approx(1.0, abs=0.02) and drawn.var() == pytest.approx(1.0, abs=0.04)
+    assert (drawn == 0).mean() == pytest.approx(np.exp(-1), abs=0.01)
+    # replicate 2 alone, or the customers in another order: the same draws (paired across groups)
+    assert np.array_equal(replicate_multiplicities(hashes[::-1], [2])[0], drawn[2][::-1])
+    assert not np.array_equal(drawn[0], drawn[1])
+
+
+def test_bootstrap_replicate_metrics_equal_sklearn_with_the_same_weights(spark) -> None:  # type: ignore[no-untyped-def]
     from custembed.metrics import bootstrap_replicates
 
     rng = np.random.default_rng(3)
     labels = (rng.random(300) < 0.2).astype(int)
     scores = np.round(np.clip(rng.normal(0.4 + 0.2 * labels, 0.2), 0, 1), 2)  # ties too
     frame = scored_frame(spark, {"p": (scores, labels)})
-    weights = _replicate_weights(spark, frame, 4, 7)
+    weights = _replicate_weights(frame, 4, 7)
     got = {
         r["replicate"]: r
         for r in bootstrap_replicates(frame, groups=["product"], threshold=0.5, replicates=4, seed=7).collect()
@@ -100,18 +119,25 @@ def test_bootstrap_replicate_auc_equals_sklearn_with_the_same_weights(spark) -> 
         assert got[b]["accuracy"] == pytest.approx(
             accuracy_score(rows["label"], predicted, sample_weight=rows["weight"])
         )
+        ranked = rows.sort_values(["score", "customer_id"], ascending=[False, True])
+        before = ranked["weight"].cumsum() - ranked["weight"]
+        top = ranked[before < ranked["weight"].sum() * 0.1]
+        expected = np.average(top["label"], weights=top["weight"]) / labels.mean()
+        assert got[b]["top10_lift"] == pytest.approx(expected)
     # a replicate resamples: not every customer once
-    assert weights.groupby("replicate")["customer_id"].nunique().max() < len(labels)
+    assert (weights["weight"] == 0).groupby(weights["replicate"]).any().all()
     # seeded: the same seed gives the same replicates, another seed others
-    again = _replicate_weights(spark, frame, 4, 7)
-    assert again.sort_values(["replicate", "customer_id"])["weight"].tolist() == pytest.approx(
-        weights.sort_values(["replicate", "customer_id"])["weight"].tolist()
-    )
-    other = _replicate_weights(spark, frame, 4, 8)
-    assert len(other) != len(weights) or not np.allclose(
-        other.sort_values(["replicate", "customer_id"])["weight"],
-        weights.sort_values(["replicate", "customer_id"])["weight"],
-    )
+    again = _replicate_weights(frame, 4, 7)
+    assert again["weight"].tolist() == pytest.approx(weights["weight"].tolist())
+    assert not np.allclose(_replicate_weights(frame, 4, 8)["weight"], weights["weight"])
+
+
+def test_bootstrap_leaves_undefined_values_null(spark) -> None:  # type: ignore[no-untyped-def]
+    from custembed.metrics import bootstrap_replicates
+
+    frame = scored_frame(spark, {"p": (np.linspace(0, 1, 50), np.zeros(50, int))})  # no buyers
+    rows = bootstrap_replicates(frame, groups=["product"], threshold=0.5, replicates=3, seed=1).collect()
+    assert len(rows) == 3 and all(r["auc"] is None and r["top10_lift"] is None for r in rows)
 
 
 def test_intervals_cover_the_point_and_paired_differences_mark_significance(spark) -> None:  # type: ignore[no-untyped-def]

@@ -104,6 +104,14 @@ def _classifier_comparison() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _probes() -> pd.DataFrame:
+    from custembed.comparison import probe_table
+
+    metrics = _metrics()
+    linear = metrics.assign(classifier="logistic_regression", auc=metrics["auc"] - 0.05)
+    return probe_table(pd.concat([metrics, linear], ignore_index=True))
+
+
 def _model_info() -> pd.DataFrame:
     return pd.DataFrame(
         [
@@ -169,6 +177,7 @@ def synthetic_report_data() -> ReportData:
         metrics=_metrics(),
         decile_lift=_decile_lift(),
         classifier_comparison=_classifier_comparison(),
+        probes=_probes(),
         model_info=_model_info(),
         projections=_projections(rng),
         attention=_attention(rng),
@@ -258,6 +267,19 @@ def test_every_section_is_present_and_rendered(report_path: Path) -> None:
     assert "custembed report &lt;test&gt;" in page
     assert "&lt;b&gt;champion&lt;/b&gt; models &amp; the default classifier" in page
     assert "<b>champion" not in page
+
+
+def test_probes_show_each_source_under_every_classifier(report_path: Path) -> None:
+    text = _parse(report_path).text("probes")
+    assert "logistic_regression: mean AUC" in text and f"{CLASSIFIER}: mean AUC" in text
+    assert all(source in text for source in SOURCES)
+    assert "probes" in render_probes_without_data()
+
+
+def render_probes_without_data() -> str:
+    from custembed.report.sections import probes_section
+
+    return probes_section(None)
 
 
 def test_images_are_non_blank_pngs_with_alt_text_and_captions(report_path: Path) -> None:

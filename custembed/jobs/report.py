@@ -171,6 +171,7 @@ def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[st
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | None = None) -> dict[str, Any]:
     """Reads model_metrics, decile_lift, runs, labels, embeddings, sequences; writes one HTML report file."""
+    from custembed.comparison import probe_table
     from custembed.jobs.common import lake_from
     from custembed.report import ReportData, render_report
 
@@ -230,6 +231,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         metrics=default.reset_index(drop=True),
         decile_lift=lift[lift["classifier"] == classifier].reset_index(drop=True),
         classifier_comparison=table4.reset_index(drop=True),
+        probes=probe_table(metrics),
         model_info=model_info(lake, cfg, day, sources),
         projections=projections(lake, day, sources, focus, cfg.score.seed),
         attention=attention or None,

@@ -42,7 +42,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed import schemas
-from custembed.comparison import COMPARISON_LINE_VALUES, comparison_lines, model_comparison
+from custembed.comparison import (
+    COMPARISON_LINE_VALUES,
+    comparison_lines,
+    model_comparison,
+    probe_lines,
+    probe_table,
+)
 from custembed.config import Config, ConfigError, ScoreConfig
 from custembed.errors import InputError
 from custembed.io import Lake
@@ -55,6 +61,7 @@ from custembed.metrics import (
     percentile_intervals,
     with_deciles,
 )
+from custembed.udfs.classify import CLASSIFIERS
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +78,7 @@ SAME_CUSTOMERS = "same_customers"
 PROTOCOLS = (CUSTOMER_DISJOINT, SAME_CUSTOMERS)
 FOLD_BUCKETS = 1_000_000  # resolution of the customer hash behind the folds
 WINDOWS = ("train", "test")  # label windows: classifiers learn on the first, are measured on the second
+HYBRID = "+"  # source names: "a+b" is a and b's vectors concatenated
 
 Task = tuple[str, str, str]  # (source, product, classifier)
 
@@ -108,28 +116,16 @@ def plan_scoring(
     products = tuple(score_cfg.products)
     if not products:
         raise ConfigError("score.products is empty: name the products to score")
-    available = sorted(available_sources)
-    sources = tuple(score_cfg.sources) or tuple(available)
-    missing = [s for s in sources if s not in available]
-    if missing:
-        raise InputError(
-            f"no embeddings of source {missing[0]!r} for {day}: run `custembed embed --encoder "
-            f"{missing[0]}` first (available: {', '.join(available) or 'none'})"
-        )
+    check_settings(score_cfg)
+    sources = scored_sources(score_cfg, day=day, available=available_sources)
     if not set(WINDOWS) <= set(label_windows):
         raise InputError(
             f"labels for {day} lack the train or test window (have: {sorted(label_windows)}): "
             "is the run date late enough for both label windows?"
         )
-    if score_cfg.balance not in BALANCES:
-        raise ConfigError(f"score.balance: {score_cfg.balance!r} (undersample or class_weight)")
-    if score_cfg.protocol not in PROTOCOLS:
-        raise ConfigError(f"score.protocol: {score_cfg.protocol!r} ({' or '.join(PROTOCOLS)})")
-    if score_cfg.protocol == CUSTOMER_DISJOINT and not 0.0 < score_cfg.test_share < 1.0:
-        raise ConfigError(f"score.test_share: {score_cfg.test_share!r} (a share strictly between 0 and 1)")
-    if score_cfg.bootstrap < 0:
-        raise ConfigError(f"score.bootstrap: {score_cfg.bootstrap!r} (replicates, 0 for none)")
-    tasks = [(s, p, score_cfg.classifier) for s in sources for p in products]
+    tasks = [
+        (s, p, c) for c in dict.fromkeys((score_cfg.classifier, *score_cfg.probes)) for s in sources for p in products
+    ]
     comparison = score_cfg.comparison
     if comparison.product:
         if comparison.product not in products:
@@ -138,7 +134,7 @@ def plan_scoring(
         tasks += [
             (comparison_source, comparison.product, c)
             for c in comparison.classifiers
-            if c != score_cfg.classifier and c != SPARK_RF
+            if c != SPARK_RF and (comparison_source, comparison.product, c) not in tasks
         ]
     return ScorePlan(
         day=day,
@@ -154,6 +150,73 @@ def plan_scoring(
         test_share=score_cfg.test_share,
         bootstrap=score_cfg.bootstrap,
     )
+
+
+def check_settings(score_cfg: ScoreConfig) -> None:
+    """``ConfigError`` naming the first unknown classifier, balance, protocol or out-of-range number."""
+    known = (*CLASSIFIERS, SPARK_RF)
+    unknown = [c for c in (score_cfg.classifier, *score_cfg.probes) if c not in known]
+    if unknown:
+        raise ConfigError(f"score classifier {unknown[0]!r} (known: {', '.join(known)})")
+    if SPARK_RF in score_cfg.probes:
+        raise ConfigError("score.probes: spark_random_forest cannot be a probe (use it as score.classifier)")
+    if score_cfg.balance not in BALANCES:
+        raise ConfigError(f"score.balance: {score_cfg.balance!r} (undersample or class_weight)")
+    if score_cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"score.protocol: {score_cfg.protocol!r} ({' or '.join(PROTOCOLS)})")
+    if score_cfg.protocol == CUSTOMER_DISJOINT and not 0.0 < score_cfg.test_share < 1.0:
+        raise ConfigError(f"score.test_share: {score_cfg.test_share!r} (a share strictly between 0 and 1)")
+    if score_cfg.bootstrap < 0:
+        raise ConfigError(f"score.bootstrap: {score_cfg.bootstrap!r} (replicates, 0 for none)")
+
+
+def scored_sources(score_cfg: ScoreConfig, *, day: str, available: Sequence[str]) -> tuple[str, ...]:
+    """``score.sources`` (every embedded source when empty) plus the ``score.hybrid_with`` hybrids.
+
+    Raises:
+        InputError: a source, or a part of a hybrid, has no embeddings for ``day``.
+    """
+    sources = tuple(score_cfg.sources) or tuple(sorted(available))
+    partner = score_cfg.hybrid_with
+    if partner:
+        sources += tuple(
+            f"{s}{HYBRID}{partner}"
+            for s in sources
+            if HYBRID not in s and s != partner and f"{s}{HYBRID}{partner}" not in sources
+        )
+    missing = [part for s in sources for part in hybrid_parts(s) if part not in available]
+    if missing:
+        raise InputError(
+            f"no embeddings of source {missing[0]!r} for {day}: run `custembed embed --encoder "
+            f"{missing[0]}` first (available: {', '.join(sorted(available)) or 'none'})"
+        )
+    return sources
+
+
+def hybrid_parts(source: str) -> list[str]:
+    """The embedded sources behind a source name: ``bert4rec+counts`` → [bert4rec, counts]."""
+    return source.split(HYBRID)
+
+
+def with_hybrids(embeddings: DataFrame, sources: Sequence[str]) -> DataFrame:
+    """The embeddings of ``sources``, hybrids built by concatenating their parts' vectors per customer and view.
+
+    A customer without a vector in one part (not embedded by it) has none in the hybrid.
+    """
+    plain = embeddings.where(F.col("source").isin([s for s in sources if HYBRID not in s]))
+    keys = [schemas.CUSTOMER_ID, schemas.VIEW]
+    built = [plain]
+    for source in (s for s in sources if HYBRID in s):
+        parts = hybrid_parts(source)
+        joined = None
+        for i, part in enumerate(parts):
+            vectors = embeddings.where(F.col("source") == part).select(*keys, F.col("vector").alias(f"_v{i}"))
+            joined = vectors if joined is None else joined.join(vectors, keys)
+        assert joined is not None
+        vector = F.concat(*[F.col(f"_v{i}") for i in range(len(parts))]).alias("vector")
+        built.append(joined.select(F.lit(source).alias("source"), *keys, vector))
+    columns = ["source", *keys, "vector"]
+    return functools.reduce(DataFrame.unionByName, [b.select(*columns) for b in built])
 
 
 def _distinct(rows: DataFrame, column: str) -> list[str]:
@@ -385,7 +448,9 @@ def intervals(scored: DataFrame, point: DataFrame, *, threshold: float, replicat
             *[F.lit(None).cast("double").alias(c) for c in ("auc_diff", "auc_diff_lo", "auc_diff_hi")],
             F.lit(None).cast("boolean").alias("auc_diff_significant"),
         )
-    replicated = bootstrap_replicates(scored, groups=KEYS, threshold=threshold, replicates=replicates, seed=seed)
+    replicated = bootstrap_replicates(
+        scored, groups=KEYS, threshold=threshold, replicates=replicates, seed=seed
+    ).localCheckpoint()  # groups × replicates rows, read twice below
     bounds = percentile_intervals(replicated, groups=KEYS)
     paired = paired_auc_differences(replicated, point, unit="source", groups=("product", "classifier"))
     return bounds.join(paired, list(KEYS), "full")
@@ -485,7 +550,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date) -> dict[str, Any
         available_sources=_distinct(embeddings, "source"),
         label_windows=_distinct(labels, "label_window"),
     )
-    embeddings = embeddings.where(F.col("source").isin(list(plan.sources)))
+    embeddings = with_hybrids(embeddings, plan.sources)
     models = fit(training_set(embeddings, labels, plan), plan)
     scored_test = apply(models, held_out_rows(embeddings, labels, plan))
     scored_current = apply(models, current_view_rows(embeddings, plan))
@@ -514,6 +579,8 @@ def print_comparison(lake: Lake, day: str, *, classifier: str, protocol: str) ->
         where=f"model_metrics of {day}",
     )
     for line in comparison_lines(table, classifier=classifier, day=day, protocol=protocol):
+        print(line)
+    for line in probe_lines(probe_table(metrics)):
         print(line)
 
 

@@ -58,6 +58,8 @@ class ReportData:
             decile 1 is the 10 % of customers with the highest scores.
         classifier_comparison: metric rows (same columns as ``metrics``) of several
             classifiers on one product and one source.
+        probes: :func:`custembed.comparison.probe_table` of the run's metrics (mean AUC and
+            lift per source and classifier), empty when no probes were fitted.
         model_info: one row per source: :data:`MODEL_INFO_COLUMNS` (NaN where unknown).
         projections: per source, ``(embeddings [n, H] float, is_buyer [n] bool)``.
         attention: per state (e.g. "pre-trained", "fine-tuned", in that order) a mapping
@@ -74,6 +76,7 @@ class ReportData:
     metrics: pd.DataFrame | None = None
     decile_lift: pd.DataFrame | None = None
     classifier_comparison: pd.DataFrame | None = None
+    probes: pd.DataFrame | None = None
     model_info: pd.DataFrame | None = None
     projections: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
     attention: Mapping[str, Mapping[str, np.ndarray]] | None = None

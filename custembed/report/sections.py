@@ -291,6 +291,33 @@ _CLASSIFIER_METRICS: tuple[tuple[str, str, int], ...] = (
 )
 
 
+def probes_section(probes: pd.DataFrame | None) -> str:
+    """Mean AUC and top-10 % lift per source under the default classifier and each probe (``score.probes``)."""
+    if probes is None or probes.empty:
+        return not_available(
+            "no probes were fitted: set score.probes (e.g. [logistic_regression, knn]) to see whether a "
+            "representation carries the signal or the classifier finds it"
+        )
+    classifiers = [str(c) for c in probes["auc"].columns]
+    head = [
+        [cell("embedding source", header=True)]
+        + [cell(f"{c}: mean AUC", header=True) for c in classifiers]
+        + [cell(f"{c}: mean lift", header=True) for c in classifiers]
+    ]
+    body = []
+    for source in probes.index:
+        cells = [cell(str(source), header=True, scope="row")]
+        cells += [cell(fmt(as_float(probes.loc[source, ("auc", c)]), 3), numeric=True) for c in classifiers]
+        cells += [cell(fmt(as_float(probes.loc[source, ("top10_lift", c)]), 2), numeric=True) for c in classifiers]
+        body.append((cells, ""))
+    caption = (
+        "The same embeddings and test customers under the default classifier and the probes, means over "
+        "the products where all have an AUC. A linear probe (logistic regression) or k-NN close to the "
+        "forest says the representation carries the signal; far below it, the forest finds it."
+    )
+    return html_table(head, body, caption=caption)
+
+
 def classifier_comparison_section(comparison: pd.DataFrame | None) -> str:
     frame, reason = _frame_or_reason(comparison, "classifier comparison rows")
     if frame is None:

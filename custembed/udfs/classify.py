@@ -19,7 +19,10 @@ import pandas as pd
 
 from custembed.tables import CLASSIFIER, LABEL, VECTOR
 
-CLASSIFIERS = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "mlp")
+CLASSIFIERS = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "mlp", "knn")
+# Estimators without class or sample weights: class_weight repeats each buyer instead (the same balance).
+BALANCED_BY_REPEATS = ("mlp", "knn")
+KNN_NEIGHBOURS = 25
 
 
 def make_classifier(
@@ -29,7 +32,7 @@ def make_classifier(
 
     ``class_weight`` balances the classes where the estimator takes it as a parameter
     (``class_weight="balanced"``; XGBoost's and LightGBM's ``scale_pos_weight=positive_weight``,
-    the non-buyers/buyers ratio); the MLP gets it as repeated buyers in :func:`fit`.
+    the non-buyers/buyers ratio); the MLP and k-NN get it as repeated buyers in :func:`fit`.
     """
     weight = "balanced" if class_weight else None
     if name == "random_forest":
@@ -88,6 +91,13 @@ def make_classifier(
             StandardScaler(),
             MLPClassifier(hidden_layer_sizes=(64,), alpha=1e-3, max_iter=500, early_stopping=True, random_state=seed),
         )
+    if name == "knn":
+        from sklearn.neighbors import KNeighborsClassifier
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        # A probe of the representation's geometry: buyers' share among the nearest customers.
+        return make_pipeline(StandardScaler(), KNeighborsClassifier(n_neighbors=KNN_NEIGHBOURS, n_jobs=threads))
     raise ValueError(f"unknown classifier {name!r} (known: {', '.join(CLASSIFIERS)}, spark_random_forest)")
 
 
@@ -110,9 +120,11 @@ def fit(
     model = make_classifier(
         classifier, seed=seed, class_weight=class_weight, positive_weight=(len(labels) - positives) / positives
     )
-    if class_weight and classifier == "mlp":
-        # MLPClassifier has no class_weight, and its early stopping ignores sample weights:
-        # buyers are repeated instead, round(non-buyers / buyers) times each (the same balance).
+    if classifier == "knn":
+        model.set_params(kneighborsclassifier__n_neighbors=min(KNN_NEIGHBOURS, len(labels)))
+    if class_weight and classifier in BALANCED_BY_REPEATS:
+        # MLPClassifier and KNeighborsClassifier take no class weights (and the MLP's early stopping
+        # ignores sample weights): buyers are repeated, round(non-buyers / buyers) times each.
         repeats = np.where(labels == 1, max(1, round((len(labels) - positives) / positives)), 1)
         model.fit(np.repeat(features, repeats, axis=0), np.repeat(labels, repeats))
     else:

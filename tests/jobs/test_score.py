@@ -189,3 +189,44 @@ def _forests_only(forests):  # type: ignore[no-untyped-def]
     from custembed.jobs.score import FittedModels
 
     return FittedModels(info=None, pickled=None, forests=forests)  # type: ignore[arg-type]
+
+
+def test_plan_adds_probes_and_hybrids() -> None:
+    plan = _plan(products=("p",), probes=("logistic_regression", "knn"), hybrid_with="t")
+    assert plan.sources == ("s", "t", "s+t")
+    assert plan.tasks == tuple(
+        (s, "p", c) for c in ("random_forest", "logistic_regression", "knn") for s in ("s", "t", "s+t")
+    )
+    assert _plan(sources=("t+s",)).sources == ("t+s",)
+    with pytest.raises(InputError, match="no embeddings of source 'u'"):
+        _plan(sources=("s+u",))
+    with pytest.raises(ConfigError, match="score classifier 'svm'"):
+        _plan(probes=("svm",))
+    with pytest.raises(ConfigError, match="cannot be a probe"):
+        _plan(probes=(SPARK_RF,))
+
+
+def test_hybrid_vectors_concatenate_their_parts_per_customer_and_view(spark) -> None:  # type: ignore[no-untyped-def]
+    from custembed.jobs.score import with_hybrids
+
+    embeddings = spark.createDataFrame(
+        [
+            ("s", "train", "a", [1.0, 2.0]),
+            ("t", "train", "a", [3.0]),
+            ("s", "current", "a", [4.0, 5.0]),
+            ("t", "current", "a", [6.0]),
+            ("s", "train", "b", [7.0, 8.0]),  # b has no t vector: no hybrid row
+        ],
+        "source string, view string, customer_id string, vector array<double>",
+    )
+    rows = {
+        (r["source"], r["view"], r["customer_id"]): r["vector"]
+        for r in with_hybrids(embeddings, ("s", "s+t")).collect()
+    }
+    assert rows == {
+        ("s", "train", "a"): [1.0, 2.0],
+        ("s", "current", "a"): [4.0, 5.0],
+        ("s", "train", "b"): [7.0, 8.0],
+        ("s+t", "train", "a"): [1.0, 2.0, 3.0],
+        ("s+t", "current", "a"): [4.0, 5.0, 6.0],
+    }

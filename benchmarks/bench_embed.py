@@ -1,4 +1,4 @@
-"""Step 3 throughput: embedding with the pandas-UDF path vs a plain PyTorch loop, and scoring.
+"""Step 3 throughput: embedding with the pandas-UDF path vs a plain PyTorch loop.
 
     python benchmarks/bench_embed.py
     python benchmarks/bench_embed.py --customers 40000 --lm-customers 4000
@@ -12,8 +12,7 @@ encoder and the same sequences in the same run:
   (model loaded once per Python worker, one torch thread each), written to the
   noop sink — customers/s divided by N cores. The second of two runs is
   reported (the first also starts the Python workers and loads the model).
-Scoring: random-forest models for 8 products applied with
-``udfs.classify.score_partitions`` to customers x products rows — rows/s.
+Scoring is measured by ``benchmarks/bench_score.py``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -64,51 +62,12 @@ def udf_path(spark, data: Path, model_dir: str, batch_size: int, cores: int) -> 
     return rates[-1] / cores
 
 
-def scoring(spark, customers: int, products: int, cores: int) -> float:  # type: ignore[no-untyped-def]
-    from pyspark.sql import functions as F
-
-    from custembed.udfs.classify import fit, score_partitions
-
-    rng = np.random.default_rng(0)
-    models = {}
-    for p in range(products):
-        labels = (rng.random(400) < 0.5).astype(int)
-        features = rng.normal(size=(400, 64)).astype(np.float32) + labels[:, None] * 0.3
-        models[("bert4rec", f"p{p}", "random_forest")] = fit(features, labels, classifier="random_forest", seed=0)[0]
-    vectors = pd.DataFrame(
-        {
-            "customer_id": [f"c{i}" for i in range(customers)],
-            "vector": list(rng.normal(size=(customers, 64)).astype(np.float32)),
-        }
-    )
-    rows = (
-        spark.createDataFrame(vectors, "customer_id string, vector array<float>")
-        .crossJoin(spark.createDataFrame([(f"p{p}",) for p in range(products)], "product string"))
-        .withColumn("source", F.lit("bert4rec"))
-        .withColumn("classifier", F.lit("random_forest"))
-        .repartition(cores * 4)
-        .cache()
-    )
-    n = rows.count()
-    shared = spark.sparkContext.broadcast(models)
-    schema = "customer_id string, product string, source string, classifier string, score double"
-    rate = 0.0
-    for _ in range(2):
-        t0 = time.perf_counter()
-        rows.mapInPandas(score_partitions(shared, ("source", "product", "classifier")), schema).write.mode(
-            "overwrite"
-        ).format("noop").save()
-        rate = n / (time.perf_counter() - t0)
-    return rate
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--customers", type=int, default=20000, help="sequences embedded with BERT4Rec")
     parser.add_argument("--lm-customers", type=int, default=2000, help="sequences embedded with the LM")
     parser.add_argument("--lm-max-len", type=int, default=128)
     parser.add_argument("--cores", type=int, default=2)
-    parser.add_argument("--score-customers", type=int, default=50000)
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -152,12 +111,10 @@ def main(argv: list[str] | None = None) -> int:
             plain = plain_loop(model_dir, frame, batch)
             udf = udf_path(spark, data, model_dir, batch, args.cores)
             rows.append((name, n, plain, udf, plain / udf))
-        score_rate = scoring(spark, args.score_customers, 8, args.cores)
     spark.stop()
     print(f"\n{'model':<10} {'customers':>9} {'plain loop /s/core':>19} {'UDF path /s/core':>17} {'plain/UDF':>10}")
     for name, n, plain, udf, ratio in rows:
         print(f"{name:<10} {n:>9} {plain:>19.1f} {udf:>17.1f} {ratio:>10.2f}")
-    print(f"\nscoring (random forest, 8 products, {args.cores} cores): {score_rate:,.0f} customer x product rows/s")
     return 0
 
 

@@ -182,13 +182,15 @@ def comparison_lines(comparison: pd.DataFrame, *, classifier: str, day: str, pro
     return lines
 
 
-def probe_table(metrics: pd.DataFrame, *, values: Sequence[str] = ("auc", "top10_lift")) -> pd.DataFrame:
+def probe_table(
+    metrics: pd.DataFrame, *, values: Sequence[str] = ("auc", "top10_lift"), first: str | None = None
+) -> pd.DataFrame:
     """Mean ``values`` per source (rows) and classifier (columns ``(metric, classifier)``), over products.
 
     Only classifiers fitted on every (source, product) of ``metrics`` count (the default one and
     ``score.probes``; the one-product classifier comparison does not), and a source's means are over
     the products where every such classifier has an AUC, so the columns compare like with like.
-    Empty when fewer than two classifiers qualify.
+    Empty when fewer than two classifiers qualify. Classifier ``first`` (the default one) leads.
     """
     if not len(metrics):
         return pd.DataFrame()
@@ -201,6 +203,7 @@ def probe_table(metrics: pd.DataFrame, *, values: Sequence[str] = ("auc", "top10
     ]
     if len(covering) < 2:
         return pd.DataFrame()
+    covering.sort(key=lambda c: c != first)
     chosen = rows[rows[CLASSIFIER].isin(covering)].drop_duplicates([SOURCE, PRODUCT, CLASSIFIER], keep="last")
     auc = pd.to_numeric(chosen["auc"], errors="coerce")
     complete = chosen.assign(auc=auc).groupby([SOURCE, PRODUCT])["auc"].transform(lambda a: a.notna().all())

@@ -318,6 +318,24 @@ _TABLES: tuple[Table, ...] = (
         "product × classifier × source",
     ),
     Table(
+        "classifier_models",
+        (
+            _c(PRODUCT, "string"),
+            _c(CLASSIFIER, "string"),
+            _c("path", "string", "the fitted model in the model store (lake URI); empty: none could be fitted"),
+            _c("bytes", "bigint", "size of the stored model"),
+            _c("train_rows", "bigint"),
+            _c("train_seconds", "double"),
+            _c("message", "string"),
+            _c(DT, "string"),
+            _c(SOURCE, "string"),
+        ),
+        (DT, SOURCE),
+        "score",
+        PARTITIONS,
+        "stored classifier (product × classifier × source)",
+    ),
+    Table(
         "decile_lift",
         (
             _c(PRODUCT, "string"),

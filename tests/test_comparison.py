@@ -28,6 +28,7 @@ def test_probe_table_averages_each_classifier_over_the_same_products() -> None:
     )
     table = probe_table(metrics)
     assert list(table["auc"].columns) == ["random_forest", "knn"]
+    assert list(probe_table(metrics, first="knn")["auc"].columns) == ["knn", "random_forest"]
     assert table.loc["counts", ("auc", "random_forest")] == pytest.approx(0.8)
     assert table.loc["counts", ("auc", "knn")] == pytest.approx(0.7)
     assert table.loc["coles", ("auc", "knn")] == pytest.approx(0.7)

@@ -231,7 +231,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         metrics=default.reset_index(drop=True),
         decile_lift=lift[lift["classifier"] == classifier].reset_index(drop=True),
         classifier_comparison=table4.reset_index(drop=True),
-        probes=probe_table(metrics),
+        probes=probe_table(metrics, first=classifier),
         model_info=model_info(lake, cfg, day, sources),
         projections=projections(lake, day, sources, focus, cfg.score.seed),
         attention=attention or None,

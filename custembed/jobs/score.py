@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 KEYS = ("source", "product", "classifier")
 TASK_SCHEMA = "source string, product string, classifier string"
 MODEL_SCHEMA = (
-    "source string, product string, classifier string, model binary, train_rows long, "
+    "source string, product string, classifier string, path string, bytes long, train_rows long, "
     "train_seconds double, message string"
 )
 SPARK_RF = "spark_random_forest"
@@ -309,12 +309,13 @@ def current_view_rows(embeddings: DataFrame, plan: ScorePlan) -> DataFrame:
 # ---------------------------------------------------------------- fit
 
 
-def fit_models(train: DataFrame, tasks: DataFrame, *, seed: int, class_weight: bool) -> DataFrame:
-    """One fitted model per (source, product, classifier) in ``tasks``; each group on one worker."""
+def fit_models(train: DataFrame, tasks: DataFrame, *, seed: int, class_weight: bool, store: str, day: str) -> DataFrame:
+    """One model per (source, product, classifier) in ``tasks``, each group fitted on one worker that
+    writes it to the model store; the output is the manifest (:data:`MODEL_SCHEMA`), no model bytes."""
     from custembed.udfs.classify import fit_groups
 
     jobs = train.join(F.broadcast(tasks), ["source", "product"])
-    fn = fit_groups(seed=seed, class_weight=class_weight, keys=("source", "product"))
+    fn = fit_groups(seed=seed, class_weight=class_weight, keys=("source", "product"), store=store, day=day)
     return jobs.groupBy(*KEYS).applyInPandas(fn, MODEL_SCHEMA)
 
 
@@ -327,14 +328,17 @@ def class_weights(part: DataFrame) -> Column:
 
 
 def fit_forests(
-    train: DataFrame, *, seed: int, class_weight: bool = False
+    train: DataFrame, *, seed: int, class_weight: bool = False, store: str | None = None, day: str = ""
 ) -> tuple[DataFrame, dict[tuple[str, str], Any]]:
-    """The distributed path: one MLlib random forest per (source, product) of ``train``; (models info, forests).
+    """The distributed path: one MLlib random forest per (source, product) of ``train``; (manifest, forests).
 
-    With ``class_weight`` each forest weighs buyers and non-buyers equally (``weightCol``).
+    With ``class_weight`` each forest weighs buyers and non-buyers equally (``weightCol``). With a
+    ``store`` each forest is saved there too (MLlib's own format), as the other classifiers are.
     """
     from pyspark.ml.classification import RandomForestClassifier
     from pyspark.ml.functions import array_to_vector
+
+    from custembed.udfs.classify import model_uri
 
     pairs = [(r["source"], r["product"]) for r in train.select("source", "product").distinct().collect()]
     if not pairs:
@@ -347,55 +351,89 @@ def fit_forests(
         part = part.select(
             array_to_vector("vector").alias("features"), F.col("label").cast("double"), weight.alias("weight")
         )
-        forest = RandomForestClassifier(numTrees=100, maxDepth=10, seed=seed, weightCol="weight")
-        forests[(source, product)] = forest.fit(part)
-        infos.append((source, product, SPARK_RF, b"", int(part.count()), time.perf_counter() - t0, "ok"))
+        forest = RandomForestClassifier(numTrees=100, maxDepth=10, seed=seed, weightCol="weight").fit(part)
+        forests[(source, product)] = forest
+        path, size = "", 0
+        if store is not None:
+            path = model_uri(store, day, source, product, SPARK_RF).removesuffix(".pkl")
+            forest.write().overwrite().save(path)
+            size = _stored_bytes(path)
+        infos.append((source, product, SPARK_RF, path, size, int(part.count()), time.perf_counter() - t0, "ok"))
     return train.sparkSession.createDataFrame(infos, MODEL_SCHEMA), forests
+
+
+def _stored_bytes(uri: str) -> int:
+    """Total size of the files under ``uri`` in the model store."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    return int(fs.du(path, total=True))
 
 
 @dataclass(frozen=True)
 class FittedModels:
-    """Every task's model, fitted once: scikit-learn-family ones as pickled bytes, MLlib forests as models.
+    """Every task's model, fitted once and stored: the manifest, and where to find each model.
 
-    ``None`` for a family the plan has no task of.
+    ``paths`` maps the scikit-learn-family tasks to their stored model (empty path: none could be
+    fitted); ``forests`` holds the MLlib forests (Spark models, distributed themselves). ``None``
+    for a family the plan has no task of.
     """
 
-    info: DataFrame  # (source, product, classifier, train_rows, train_seconds, message)
-    pickled: Mapping[Task, bytes] | None
+    info: DataFrame  # the manifest: MODEL_SCHEMA
+    paths: Mapping[Task, str] | None
     forests: Mapping[tuple[str, str], Any] | None
 
 
-def fit(train: DataFrame, plan: ScorePlan) -> FittedModels:
-    """Fit the plan's tasks: scikit-learn family on the workers (``applyInPandas``), MLlib forests distributed."""
+def fit(train: DataFrame, plan: ScorePlan, *, store: str) -> FittedModels:
+    """Fit the plan's tasks into the model store ``store`` (a lake URI): scikit-learn family on the
+    workers (``applyInPandas``; each worker writes its models), MLlib forests distributed.
+
+    Only the manifest (one small row per model) reaches the driver, never a model.
+    """
     spark = train.sparkSession
     infos: list[DataFrame] = []
     forests = None
     if any(task[2] == SPARK_RF for task in plan.tasks):
-        forest_info, forests = fit_forests(train, seed=plan.seed, class_weight=plan.class_weight)
+        forest_info, forests = fit_forests(
+            train, seed=plan.seed, class_weight=plan.class_weight, store=store, day=plan.day
+        )
         infos.append(forest_info)
-    pickled = None
+    paths = None
     sklearn_tasks = [task for task in plan.tasks if task[2] != SPARK_RF]
     if sklearn_tasks:
-        fitted = fit_models(
-            train, task_frame(spark, sklearn_tasks), seed=plan.seed, class_weight=plan.class_weight
-        ).collect()  # one small row per model
-        pickled = {(r["source"], r["product"], r["classifier"]): bytes(r["model"]) for r in fitted}
-        infos.append(spark.createDataFrame(fitted, MODEL_SCHEMA))
+        manifest = fit_models(
+            train,
+            task_frame(spark, sklearn_tasks),
+            seed=plan.seed,
+            class_weight=plan.class_weight,
+            store=store,
+            day=plan.day,
+        ).collect()  # one small row per model: where it is, its size and figures
+        paths = {(r["source"], r["product"], r["classifier"]): r["path"] for r in manifest}
+        stored = sum(r["bytes"] for r in manifest)
+        log.info("score: %d models fitted into %s (%.1f MiB)", len(manifest), store, stored / 2**20)
+        infos.append(spark.createDataFrame(manifest, MODEL_SCHEMA))
     info = functools.reduce(DataFrame.unionByName, infos)
-    return FittedModels(info=info.drop("model"), pickled=pickled, forests=forests)
+    return FittedModels(info=info, paths=paths, forests=forests)
 
 
 # ---------------------------------------------------------------- score
 
 
-def apply_models(rows: DataFrame, models: Mapping[Task, bytes]) -> DataFrame:
-    """Score (source, product, classifier, vector, ...) rows with their pickled model (broadcast once)."""
+def apply_models(rows: DataFrame, models: Mapping[Task, str]) -> DataFrame:
+    """Score (source, product, classifier, vector, ...) rows with their stored model.
+
+    Rows are repartitioned by task and sorted within partitions, so each Python worker loads
+    only the models of its partition, once per run of their rows, and holds one at a time;
+    only the task → path mapping is broadcast.
+    """
     from custembed.udfs.classify import score_partitions
 
     spark = rows.sparkSession
     shared = spark.sparkContext.broadcast(dict(models))
     schema = ", ".join(f"{f.name} {f.dataType.simpleString()}" for f in rows.schema.fields if f.name != "vector")
-    return rows.mapInPandas(score_partitions(shared, KEYS), f"{schema}, score double")
+    grouped = rows.repartition(max(1, len(models)), *KEYS).sortWithinPartitions(*KEYS)
+    return grouped.mapInPandas(score_partitions(shared, KEYS), f"{schema}, score double")
 
 
 def apply_forests(rows: DataFrame, forests: Mapping[tuple[str, str], Any]) -> DataFrame:
@@ -419,12 +457,12 @@ def apply(models: FittedModels, rows: DataFrame) -> DataFrame:
     Each row is scored by the model of its task, whichever family fitted it; rows of a
     task without a model score null (NaN for a task whose training window had one class).
     """
-    both = models.pickled is not None and models.forests is not None
+    both = models.paths is not None and models.forests is not None
     parts = []
     if models.forests is not None:
         parts.append(apply_forests(rows.where(F.col("classifier") == SPARK_RF) if both else rows, models.forests))
-    if models.pickled is not None:
-        parts.append(apply_models(rows.where(F.col("classifier") != SPARK_RF) if both else rows, models.pickled))
+    if models.paths is not None:
+        parts.append(apply_models(rows.where(F.col("classifier") != SPARK_RF) if both else rows, models.paths))
     return functools.reduce(DataFrame.unionByName, parts)
 
 
@@ -504,7 +542,9 @@ def propensity(scored_current: DataFrame, *, scoring_source: str | None, day: st
 def write_results(
     lake: Lake, plan: ScorePlan, models: FittedModels, scored_test: DataFrame, scored_current: DataFrame
 ) -> None:
-    """Write ``model_metrics``, ``decile_lift``, ``propensity_scores`` and refresh ``top_decile_customers``."""
+    """Write ``classifier_models`` (the model store's manifest), ``model_metrics``, ``decile_lift``,
+    ``propensity_scores`` and refresh ``top_decile_customers``."""
+    lake.write_partitions(models.info.withColumn(schemas.DT, F.lit(plan.day)), "classifier_models")
     scored_test = scored_test.persist()
     try:
         metric_rows, lift = evaluation(
@@ -535,7 +575,8 @@ def refresh_bi_views(lake: Lake) -> None:
 
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date) -> dict[str, Any]:
-    """Reads embeddings, labels; writes model_metrics, decile_lift, propensity_scores, top_decile_customers, runs."""
+    """Reads embeddings, labels; writes the model store and classifier_models, model_metrics, decile_lift,
+    propensity_scores, top_decile_customers, runs."""
     from custembed.jobs.common import lake_from, record_run
 
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
@@ -551,7 +592,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date) -> dict[str, Any
         label_windows=_distinct(labels, "label_window"),
     )
     embeddings = with_hybrids(embeddings, plan.sources)
-    models = fit(training_set(embeddings, labels, plan), plan)
+    models = fit(training_set(embeddings, labels, plan), plan, store=str(lake.path("models", "classifiers")))
     scored_test = apply(models, held_out_rows(embeddings, labels, plan))
     scored_current = apply(models, current_view_rows(embeddings, plan))
     write_results(lake, plan, models, scored_test, scored_current)
@@ -580,7 +621,7 @@ def print_comparison(lake: Lake, day: str, *, classifier: str, protocol: str) ->
     )
     for line in comparison_lines(table, classifier=classifier, day=day, protocol=protocol):
         print(line)
-    for line in probe_lines(probe_table(metrics)):
+    for line in probe_lines(probe_table(metrics, first=classifier)):
         print(line)
 
 

@@ -1,16 +1,21 @@
 """Per-product classifiers: a numpy/scikit-learn core and the grouped-pandas functions Spark runs.
 
-Training runs one group per (source, product) with ``applyInPandas``: each
-group's (balanced) training set goes to one Python worker, never to the
-driver, and the fitted model comes back as bytes. Scoring unpickles each model
-once per worker and scores Arrow batches.
+Training runs one group per (source, product, classifier) with ``applyInPandas``:
+each group's (balanced) training set goes to one Python worker, never to the
+driver, and the worker writes the fitted model to the model store under the lake
+(one file per source × product × classifier) and returns one small manifest row.
+Scoring gets rows grouped by model, loads each model from the store once per run
+of its rows and scores Arrow batches: no model passes through the driver, and a
+worker holds one model at a time.
 """
 
 from __future__ import annotations
 
 import functools
 import pickle
+import re
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -23,6 +28,8 @@ CLASSIFIERS = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "m
 # Estimators without class or sample weights: class_weight repeats each buyer instead (the same balance).
 BALANCED_BY_REPEATS = ("mlp", "knn")
 KNN_NEIGHBOURS = 25
+# Characters kept in model-store path segments (the same on HDFS, S3 and local disk); others become "_".
+_PATH_UNSAFE = re.compile(r"[^A-Za-z0-9_.+=-]")
 
 
 def make_classifier(
@@ -132,9 +139,40 @@ def fit(
     return pickle.dumps(model), "ok"
 
 
-def fit_groups(*, seed: int, class_weight: bool, keys: tuple[str, ...]) -> Callable[[pd.DataFrame], pd.DataFrame]:
-    """An ``applyInPandas`` function: one group's (keys..., classifier, vector, label) → one row
-    (keys..., classifier, model, train_rows, train_seconds, message)."""
+def model_uri(store: str, day: str, source: str, product: str, classifier: str) -> str:
+    """Where the model of one (source, product, classifier) of run date ``day`` lives in the model store."""
+    parts = [_PATH_UNSAFE.sub("_", str(p)) for p in (day, source, product, classifier)]
+    return "/".join([store.rstrip("/"), *parts[:-1], f"{parts[-1]}.pkl"])
+
+
+def write_model(uri: str, blob: bytes) -> None:
+    """Write one pickled model to ``uri`` (any fsspec URI or local path), replacing it whole."""
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(uri)
+    parent = path.rsplit("/", 1)[0]
+    fs.makedirs(parent, exist_ok=True)
+    staging = f"{parent}/.tmp-{uuid.uuid4().hex}"
+    with fs.open(staging, "wb") as stream:
+        stream.write(blob)
+    fs.mv(staging, path)
+
+
+@functools.lru_cache(maxsize=1)
+def load_model(uri: str) -> Any:
+    """The model at ``uri``, kept until another is asked for: a worker holds one model at a time."""
+    import fsspec
+
+    with fsspec.open(uri, "rb") as stream:
+        return pickle.loads(stream.read())  # models this job wrote to its own lake
+
+
+def fit_groups(
+    *, seed: int, class_weight: bool, keys: tuple[str, ...], store: str, day: str
+) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    """An ``applyInPandas`` function: one group's (keys..., classifier, vector, label) → its model written to
+    the store (:func:`model_uri`) and one manifest row (keys..., classifier, path, bytes, train_rows,
+    train_seconds, message); ``path`` is empty when no model could be trained."""
 
     def run(group: pd.DataFrame) -> pd.DataFrame:
         t0 = time.perf_counter()
@@ -142,11 +180,17 @@ def fit_groups(*, seed: int, class_weight: bool, keys: tuple[str, ...]) -> Calla
         features = stack(group[VECTOR])
         labels = group[LABEL].to_numpy(dtype=np.int64)
         model, message = fit(features, labels, classifier=classifier, seed=seed, class_weight=class_weight)
+        path = ""
+        if model:
+            source, product = (str(group[k].iloc[0]) for k in keys)  # keys: (source, product)
+            path = model_uri(store, day, source, product, classifier)
+            write_model(path, model)
         row: dict[str, Any] = {k: [group[k].iloc[0]] for k in keys}
         row.update(
             {
                 CLASSIFIER: [classifier],
-                "model": [model],
+                "path": [path],
+                "bytes": [len(model)],
                 "train_rows": [len(group)],
                 "train_seconds": [time.perf_counter() - t0],
                 "message": [message],
@@ -157,16 +201,10 @@ def fit_groups(*, seed: int, class_weight: bool, keys: tuple[str, ...]) -> Calla
     return run
 
 
-@functools.lru_cache(maxsize=64)
-def _unpickle(blob: bytes) -> Any:
-    return pickle.loads(blob)  # models this job trained and broadcast itself
-
-
-def predict(model_blob: bytes, features: np.ndarray) -> np.ndarray:
-    """P(buy) per row; NaN where no model could be trained."""
-    if not model_blob or len(features) == 0:
+def predict(model: Any, features: np.ndarray) -> np.ndarray:
+    """P(buy) per row; NaN everywhere when ``model`` is None (none could be trained)."""
+    if model is None or len(features) == 0:
         return np.full(len(features), np.nan)
-    model = _unpickle(model_blob)
     return np.asarray(model.predict_proba(features)[:, 1], dtype=np.float64)
 
 
@@ -175,18 +213,20 @@ def score_partitions(
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
     """A ``mapInPandas`` function scoring (key columns..., vector, ...) rows with the model of their key.
 
-    ``models`` is a mapping key tuple → pickled model, or a Spark broadcast of one (read on the executor).
+    ``models`` maps a key tuple to its model's path in the store (or is a Spark broadcast of such a
+    mapping). Rows should arrive grouped by key (the job repartitions and sorts them): each model is
+    then loaded once per run of its rows, and a worker holds one model at a time.
     """
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        table: Mapping[tuple[Any, ...], bytes] = models.value if hasattr(models, "value") else models
+        table: Mapping[tuple[Any, ...], str] = models.value if hasattr(models, "value") else models
         for frame in frames:
             scores = np.full(len(frame), np.nan)
-            keys = list(zip(*(frame[c] for c in key_columns), strict=True))
-            for key in set(keys):
-                rows = np.flatnonzero([k == key for k in keys])
-                blob = table.get(key, b"")
-                scores[rows] = predict(blob, stack(frame[VECTOR].iloc[rows]))
+            keys = pd.Series(list(zip(*(frame[c] for c in key_columns), strict=True)), index=frame.index)
+            for key in pd.unique(keys):
+                rows = np.flatnonzero((keys == key).to_numpy())
+                path = table.get(key, "")
+                scores[rows] = predict(load_model(path) if path else None, stack(frame[VECTOR].iloc[rows]))
             out = frame.drop(columns=[VECTOR])
             out["score"] = scores
             yield out

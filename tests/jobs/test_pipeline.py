@@ -154,6 +154,10 @@ def test_generate_to_report_through_the_jobs(spark, lake_sets, lake_dir: Path, d
     for m in default:
         assert m["best_source"] in ("bert4rec", "counts")
         assert (m["auc_diff"] is None) == (m["source"] == m["best_source"])
+    # the model store: one stored model per fitted task, listed in classifier_models
+    stored = spark.sql(f"select * from classifier_models where dt='{RUN}'").collect()
+    assert len(stored) == len(metrics) and all(r["message"] == "ok" and r["bytes"] > 0 for r in stored)
+    assert all(Path(r["path"].removeprefix("file:")).is_file() for r in stored), stored[0]["path"]
     scores = spark.sql(
         f"select count(*) n, min(decile) lo, max(decile) hi from propensity_scores where dt='{RUN}'"
     ).collect()[0]

@@ -90,7 +90,7 @@ def test_fit_forests_fits_one_forest_per_source_and_product(spark) -> None:  # t
 
 
 @pytest.mark.slow
-def test_one_fit_and_apply_path_for_both_families(spark) -> None:  # type: ignore[no-untyped-def]
+def test_one_fit_and_apply_path_for_both_families(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
     train, labels = _train(spark)
     plan = ScorePlan(
         day=DAY,
@@ -103,9 +103,15 @@ def test_one_fit_and_apply_path_for_both_families(spark) -> None:  # type: ignor
         threshold=0.5,
         scoring_source=None,
     )
-    models = fit(train, plan)
-    assert sorted(r["classifier"] for r in models.info.collect()) == ["logistic_regression", SPARK_RF]
-    assert "model" not in models.info.columns
+    store = (tmp_path / "models").as_uri()
+    models = fit(train, plan, store=store)
+    manifest = {r["classifier"]: r for r in models.info.collect()}
+    assert sorted(manifest) == ["logistic_regression", SPARK_RF]
+    assert "model" not in models.info.columns  # the driver sees where models are, never a model
+    for classifier, row in manifest.items():
+        assert row["path"].startswith(f"{store}/{DAY}/s/p/{classifier}") and row["bytes"] > 0
+    assert (tmp_path / "models" / DAY / "s" / "p" / "logistic_regression.pkl").is_file()
+    assert (tmp_path / "models" / DAY / "s" / "p" / SPARK_RF / "metadata").is_dir()
     targets = train.drop("label").crossJoin(
         spark.createDataFrame([(SPARK_RF,), ("logistic_regression",)], "classifier string")
     )
@@ -188,7 +194,7 @@ def test_spark_forest_honours_class_weight(spark) -> None:  # type: ignore[no-un
 def _forests_only(forests):  # type: ignore[no-untyped-def]
     from custembed.jobs.score import FittedModels
 
-    return FittedModels(info=None, pickled=None, forests=forests)  # type: ignore[arg-type]
+    return FittedModels(info=None, paths=None, forests=forests)  # type: ignore[arg-type]
 
 
 def test_plan_adds_probes_and_hybrids() -> None:

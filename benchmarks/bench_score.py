@@ -1,0 +1,211 @@
+"""Scoring with the model store vs broadcasting every model, in the same process.
+
+    python benchmarks/bench_score.py
+    python benchmarks/bench_score.py --customers 1000000 --train-rows 140000   # issue 10's size
+
+Per-product classifiers (``score.classifier``: a 200-tree random forest by default) for
+``--products`` products x ``--sources`` sources, fitted once with the job's
+``fit_models`` (each Python worker writes its model to a store under a temporary lake),
+then every customer x product x source row scored twice, each variant in a fresh
+SparkSession (fresh Python workers, so their peak memory is their own):
+
+* store (the job's path, ``jobs.score.apply_models``): rows repartitioned by model,
+  each worker loads a model from the store once per run of its rows, one at a time;
+  only the model paths are broadcast;
+* broadcast (the peer, what the job did before): every model's bytes collected to the
+  driver and broadcast to every worker, which unpickles each model it meets and keeps them.
+
+Printed per variant: rows/s (second of two runs), the model bytes the driver held, and the
+peak resident memory (VmHWM) of the driver's Python process and of the largest Python worker.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+KEYS = ("source", "product", "classifier")
+
+
+def peak_rss_mib() -> float:
+    """This process's peak resident memory (VmHWM), MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def session(cores: int):  # type: ignore[no-untyped-def]
+    from pyspark.sql import SparkSession
+
+    spark = (
+        SparkSession.builder.master(f"local[{cores}]")
+        .config("spark.ui.enabled", "false")
+        .config("spark.sql.shuffle.partitions", str(cores * 4))
+        .config("spark.python.worker.reuse", "true")
+        .getOrCreate()
+    )
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark
+
+
+def worker_peak_mib(spark, cores: int) -> float:  # type: ignore[no-untyped-def]
+    """The largest peak resident memory among the session's Python workers (reused workers report theirs)."""
+
+    def probe(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for _ in frames:
+            pass
+        yield pd.DataFrame({"peak": [peak_rss_mib()]})
+
+    rows = spark.range(cores * 8, numPartitions=cores * 8).mapInPandas(probe, "peak double").collect()
+    return max(r["peak"] for r in rows)
+
+
+def training_rows(spark, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """Balanced training rows per (source, product): a weak linear signal in ``--dim`` dimensions."""
+    from pyspark.sql import functions as F
+
+    groups = spark.createDataFrame(
+        [(f"s{s}", f"p{p}") for s in range(args.sources) for p in range(args.products)], "source string, product string"
+    )
+    base = spark.range(args.train_rows).select(F.col("id"), (F.rand(1) < 0.5).cast("int").alias("label"))
+    vector = F.transform(
+        F.sequence(F.lit(0), F.lit(args.dim - 1)),
+        lambda i: F.randn(2) + F.when(i < 8, F.col("label") * 0.4).otherwise(0.0),
+    )
+    return base.crossJoin(groups).select(
+        "source",
+        "product",
+        F.col("id").cast("string").alias("customer_id"),
+        vector.cast("array<double>").alias("vector"),
+        "label",
+    )
+
+
+def scoring_rows(spark, args: argparse.Namespace, classifier: str):  # type: ignore[no-untyped-def]
+    from pyspark.sql import functions as F
+
+    tasks = spark.createDataFrame(
+        [(f"s{s}", f"p{p}", classifier) for s in range(args.sources) for p in range(args.products)],
+        ", ".join(f"{k} string" for k in KEYS),
+    )
+    customers = spark.range(args.customers).select(
+        F.col("id").cast("string").alias("customer_id"),
+        F.transform(F.sequence(F.lit(0), F.lit(args.dim - 1)), lambda i: F.randn(3))
+        .cast("array<double>")
+        .alias("vector"),
+    )
+    return customers.crossJoin(F.broadcast(tasks)).cache()
+
+
+def broadcast_scoring(rows, blobs: dict[tuple[str, ...], bytes]):  # type: ignore[no-untyped-def]
+    """The peer: every model's bytes broadcast; each worker unpickles the models it meets and keeps them."""
+    from custembed.udfs.classify import predict, stack
+
+    shared = rows.sparkSession.sparkContext.broadcast(blobs)
+    cache: dict[tuple[str, ...], Any] = {}
+
+    def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            scores = np.full(len(frame), np.nan)
+            keys = pd.Series(list(zip(*(frame[c] for c in KEYS), strict=True)), index=frame.index)
+            for key in pd.unique(keys):
+                if key not in cache:
+                    cache[key] = pickle.loads(shared.value[key])
+                at = np.flatnonzero((keys == key).to_numpy())
+                scores[at] = predict(cache[key], stack(frame["vector"].iloc[at]))
+            yield frame.drop(columns=["vector"]).assign(score=scores)
+
+    schema = "customer_id string, source string, product string, classifier string, score double"
+    return rows.mapInPandas(run, schema)
+
+
+def timed_rate(scored, n: int) -> float:  # type: ignore[no-untyped-def]
+    rate = 0.0
+    for _ in range(2):
+        t0 = time.perf_counter()
+        scored.write.mode("overwrite").format("noop").save()
+        rate = n / (time.perf_counter() - t0)
+    return rate
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--customers", type=int, default=100_000, help="customers scored per (source, product)")
+    parser.add_argument("--products", type=int, default=8)
+    parser.add_argument("--sources", type=int, default=2)
+    parser.add_argument("--dim", type=int, default=64, help="embedding size")
+    parser.add_argument("--train-rows", type=int, default=20_000, help="balanced training rows per model")
+    parser.add_argument("--classifier", default="random_forest")
+    parser.add_argument("--cores", type=int, default=2)
+    args = parser.parse_args(argv)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+
+    from custembed.jobs.score import apply_models, fit_models, task_frame
+
+    models = args.products * args.sources
+    n = args.customers * models
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_score_") as tmp:
+        store = Path(tmp, "models").as_uri()
+        spark = session(args.cores)
+        tasks = [(f"s{s}", f"p{p}", args.classifier) for s in range(args.sources) for p in range(args.products)]
+        t0 = time.perf_counter()
+        manifest = fit_models(
+            training_rows(spark, args), task_frame(spark, tasks), seed=0, class_weight=False, store=store, day="bench"
+        ).collect()
+        fit_seconds = time.perf_counter() - t0
+        paths = {(r["source"], r["product"], r["classifier"]): r["path"] for r in manifest}
+        sizes = [r["bytes"] for r in manifest]
+        print(
+            f"fitted {len(manifest)} {args.classifier} models on {args.train_rows:,} rows each in {fit_seconds:.0f} s;"
+            f" stored {sum(sizes) / 2**20:.1f} MiB (largest {max(sizes) / 2**20:.1f} MiB)",
+            flush=True,
+        )
+        spark.stop()
+
+        for variant in ("store", "broadcast"):
+            spark = session(args.cores)
+            rows = scoring_rows(spark, args, args.classifier)
+            rows.count()
+            held = 0
+            if variant == "store":
+                scored = apply_models(rows, paths)
+            else:
+                blobs = {key: Path(path.removeprefix("file://")).read_bytes() for key, path in paths.items()}
+                held = sum(len(b) for b in blobs.values())
+                scored = broadcast_scoring(rows, blobs)
+            rate = timed_rate(scored, n)
+            results[variant] = (rate, held, peak_rss_mib(), worker_peak_mib(spark, args.cores))
+            del scored
+            spark.stop()
+            print(f"{variant}: {rate:,.0f} rows/s", flush=True)
+
+    print(
+        f"\nscoring {args.customers:,} customers x {args.products} products x {args.sources} sources = {n:,} rows, "
+        f"{args.classifier}, {args.cores} cores"
+    )
+    print(
+        f"{'variant':<10} {'rows/s':>10} {'driver-held model MiB':>22} {'driver peak MiB':>16} {'worker peak MiB':>16}"
+    )
+    for variant, (rate, held, driver, worker) in results.items():
+        print(f"{variant:<10} {rate:>10,.0f} {held / 2**20:>22.1f} {driver:>16.0f} {worker:>16.0f}")
+    store, peer = results["store"], results["broadcast"]
+    print(f"store/broadcast: rows/s {store[0] / peer[0]:.2f}x, worker peak {store[3] / peer[3]:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

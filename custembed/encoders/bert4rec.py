@@ -19,7 +19,7 @@ Each sequence's last action is held out, the input is the sequence without it fo
 by ``[mask]`` and the model ranks *all* actions (special ids excluded, no sampled
 negatives, already-seen actions kept since actions repeat) at that position; HR@k and
 NDCG@k follow from the held-out action's rank. The protocol is named
-:data:`RANKING_PROTOCOL`: full ranking, leave-last-out, action targets. A held-out
+:data:`RANKING_PROTOCOL`: full ranking, leave-last-out, action targets, pessimistic ties. A held-out
 ``no action`` (an empty month, ``no_action_id``) is easy to rank and says nothing about
 the next purchase, so such sequences are left out of HR/NDCG; their share of the
 targets is reported separately (``no_action_share``).
@@ -28,7 +28,6 @@ targets is reported separately (``no_action_share``).
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,9 +45,10 @@ from custembed.encoders.masking import (
     corrupt,
     pad_right_keep_recent,
 )
+from custembed.nextitem import full_ranks
 
 ACTIONS_FILE = "actions.json"
-RANKING_PROTOCOL = "full ranking, leave-last-out, action targets"
+RANKING_PROTOCOL = "full ranking, leave-last-out, action targets, pessimistic ties"
 
 
 @dataclass(frozen=True)
@@ -227,8 +227,9 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
 
         ``inputs`` come from :meth:`inputs` on the full sequences; the last real action of
         each becomes the target and is replaced by ``[mask]``. Ranking is over all
-        actions (ids >= ``n_special``). Sequences whose last id is special are skipped, and
-        so are those whose last id is ``no_action_id`` (counted in ``no_action_share``).
+        actions (ids >= ``n_special``), ties pessimistic (:func:`custembed.nextitem.full_ranks`).
+        Sequences whose last id is special are skipped, and so are those whose last id is
+        ``no_action_id`` (counted in ``no_action_share``).
         Returns ``hr@k``, ``ndcg@k`` (means over action targets), ``count`` (sequences
         scored), ``no_action_share`` (share of ``no action`` among the real targets) and
         ``targets`` (sequences with a real target).
@@ -248,9 +249,8 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         with self._eval_mode():
             hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
             scores = self.model.cls(hidden[rows, last]).float()  # [B, V]
-        scores[:, : self.config.n_special] = -math.inf
-        target_scores = scores.gather(1, targets.unsqueeze(1))  # [B, 1]
-        rank = (scores > target_scores).sum(dim=1)  # [B], 0 = ranked first
+        # [B], 0 = ranked first; ties pessimistic (rows without a real target are left out below)
+        rank = full_ranks(scores, targets.clamp(min=self.config.n_special), first_item=self.config.n_special)
         hit = rank < k
         gain = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
         count, n_targets = int(valid.sum()), int(real.sum())

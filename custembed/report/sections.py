@@ -366,7 +366,7 @@ _MODEL_COLUMNS: tuple[tuple[str, str, Callable[[object], str]], ...] = (
     ("no_action_share", "held-out 'no action' share", lambda value: fmt(value, 3)),
 )
 # How HR@10 / NDCG@10 are measured (custembed.encoders.bert4rec.RANKING_PROTOCOL; no torch import here).
-RANKING_PROTOCOL = "full ranking, leave-last-out, action targets"
+RANKING_PROTOCOL = "full ranking, leave-last-out, action targets, pessimistic ties"
 
 
 def models_section(model_info: pd.DataFrame | None) -> str:

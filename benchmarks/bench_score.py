@@ -55,6 +55,7 @@ def session(cores: int):  # type: ignore[no-untyped-def]
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(cores * 4))
         .config("spark.python.worker.reuse", "true")
+        .config("spark.ui.showConsoleProgress", "false")
         .getOrCreate()
     )
     spark.sparkContext.setLogLevel("ERROR")

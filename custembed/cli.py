@@ -16,7 +16,7 @@ JOBS: dict[str, str] = {
     "report": "report",
     "nightly": "nightly",
     "demo": "demo",
-    "retail": "retail",
+    "ingest": "ingest",
     "sql": "sql",
 }
 
@@ -31,7 +31,7 @@ jobs:
   report     an HTML report of the latest run
   nightly    sequences -> embed -> score for a run date, resumable
   demo       generate -> sequences -> train -> embed -> score -> report on the embedded default
-  retail     convert UCI Online Retail (CSV) into the raw-event contract
+  ingest     public data (online-retail CSV, user-item, taobao) -> the raw-event contract
   sql        print the result of a SQL query against the project's catalogue
 
 `custembed <job> --help` lists a job's options."""

@@ -455,7 +455,7 @@ class FamilyRule:
 
 @dataclass(frozen=True)
 class RetailFamilies:
-    """UCI Online Retail product families (``conf/retail_families.yaml``), read by ``custembed retail``."""
+    """UCI Online Retail product families (``conf/retail_families.yaml``), read by ``ingest --format online-retail``."""
 
     services: dict[str, str] = field(
         default_factory=dict, metadata={"help": "stock code of a non-goods line -> service item (postage, ...)"}

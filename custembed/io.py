@@ -89,6 +89,12 @@ class Lake:
                 raise InputError(f"{what} {path}: missing column '{missing[0]}' (has: {', '.join(rows.columns)})")
         return rows
 
+    def read_text(self, path: str, *, what: str = "input file") -> DataFrame:
+        """A text file (or directory of them) as ``value`` lines, compressed or not."""
+        if "://" not in path and not Path(path).exists():
+            raise InputError(f"{what} not found: {path}")
+        return self.spark.read.text(str(path))
+
     def read_path(self, path: str, *, what: str = "Parquet path") -> DataFrame:
         """A Parquet directory or file outside the catalogue."""
         if not Path(path).exists():

@@ -74,7 +74,7 @@ def test_only_the_registry_builds_table_locations() -> None:
         "projections.py",
         "jobs/score.py",
         "jobs/report.py",
-        "jobs/retail.py",
+        "jobs/ingest.py",
         "jobs/generate.py",
         "training/data.py",
         *[str(path.relative_to(PACKAGE)) for path in (PACKAGE / "report").glob("*.py")],

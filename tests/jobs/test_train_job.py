@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from custembed import schemas
+from custembed import lakefs, schemas
 from custembed.config import Config, load_config
 
 RUN = dt.date(2031, 1, 31)
@@ -112,7 +112,7 @@ def test_a_rerun_of_sequences_or_a_new_config_trains_afresh(  # type: ignore[no-
     assert any("the training config changed" in m for m in messages)
 
     training = lake.path("training", "bert4rec", RUN.isoformat())
-    assert len(list(training.glob("*/source.json"))) == 3
+    assert len(lakefs.glob(training, "*/source.json")) == 3
 
 
 @pytest.mark.slow

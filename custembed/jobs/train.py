@@ -253,8 +253,8 @@ def _champion_dir(tracking: Tracking, encoder_name: str, alias: str, work: str) 
     target = lakefs.join(work, "champion")
     local_target = lakefs.local_path(target)
     if local_target is not None:
-        tracking.resolve(encoder_name, version, dst_path=local_target)
-        return version, target
+        downloaded, _ = tracking.resolve(encoder_name, version, dst_path=local_target)  # a directory inside it
+        return version, lakefs.qualify(downloaded)
     with tempfile.TemporaryDirectory(prefix="custembed-champion-") as scratch:
         downloaded, _ = tracking.resolve(encoder_name, version, dst_path=scratch)
         lakefs.rm(target, recursive=True)

@@ -18,6 +18,7 @@ setup(
         "pyspark>=4.0,<5",
         "pandas>=2.2,<3",
         "pyarrow>=18",
+        "fsspec>=2024.6",  # custembed.lakefs: lake URIs (s3fs, adlfs, gcsfs are the user's to add)
         "numpy>=2,<3",
         "pyyaml>=6",
     ],

@@ -31,7 +31,9 @@ CONF_DIRS = (PACKAGE_DIR.parent / "conf", PACKAGE_DIR / "conf")
 @dataclass(frozen=True)
 class ProjectConfig:
     database: str = field(default="custembed", metadata={"help": "catalogue database holding every table"})
-    lake_dir: str = field(default="lake", metadata={"help": "local lake root (warehouse, metastore, models, runs)"})
+    lake_dir: str = field(
+        default="lake", metadata={"help": "lake root, a path or URI (hdfs://, s3a://...): models, snapshots, runs"}
+    )
     run_date: str | None = field(default=None, metadata={"help": "default run date YYYY-MM-DD (else today)"})
 
 

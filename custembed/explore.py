@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
-from custembed import comparison, projections, tables
+from custembed import comparison, lakefs, projections, tables
 from custembed.comparison import COMPARISON_METRICS, best_sources
 from custembed.errors import InputError, TableNotFoundError
 from custembed.tables import CUSTOMER_ID, DEFAULT_DATABASE, DT, VIEW_TRAIN
@@ -68,7 +68,7 @@ LIFT_COLUMNS: tuple[str, ...] = tables.select_columns(
 # ---------------------------------------------------------------- tables
 
 
-def table_path(lake_dir: str | os.PathLike[str], table: str, database: str = DEFAULT_DATABASE) -> Path:
+def table_path(lake_dir: str | os.PathLike[str], table: str, database: str = DEFAULT_DATABASE) -> str:
     """Directory of a table on the embedded default (:func:`custembed.tables.warehouse_path`).
 
     Args:
@@ -78,31 +78,31 @@ def table_path(lake_dir: str | os.PathLike[str], table: str, database: str = DEF
         database: catalogue database (``project.database``).
 
     Returns:
-        The table's directory (not checked for existence).
+        The URI of the table's directory (not checked for existence); ``lake_dir`` may be a URI.
     """
     return tables.warehouse_path(lake_dir, table, database)
 
 
-def _partition_keys(path: Path) -> list[str]:
+def _partition_keys(path: str) -> list[str]:
     """Partition column names, outermost first, from the ``key=value`` directory levels."""
     keys: list[str] = []
     level = path
     while True:
-        children = sorted(
+        children = [
             child
-            for child in level.iterdir()
-            if child.is_dir() and "=" in child.name and not child.name.startswith((".", "_"))
-        )
+            for child in lakefs.ls(level)
+            if "=" in lakefs.name(child) and not lakefs.name(child).startswith((".", "_")) and lakefs.isdir(child)
+        ]
         if not children:
             return keys
-        keys.append(children[0].name.split("=", 1)[0])
+        keys.append(lakefs.name(children[0]).split("=", 1)[0])
         level = children[0]
 
 
 def _dataset(lake_dir: str | os.PathLike[str], table: str, database: str) -> ds.Dataset:
     path = table_path(lake_dir, table, database)
     name = table.split(".")[-1]
-    if not path.is_dir():
+    if not lakefs.isdir(path):
         raise TableNotFoundError(f"table {database}.{name} not found at {path}: {tables.missing_hint(name)}")
     spec = tables.TABLES.get(name)
     # registered tables: the registry's partitions; a table of another version: what its directories say
@@ -110,7 +110,8 @@ def _dataset(lake_dir: str | os.PathLike[str], table: str, database: str) -> ds.
     # An explicit all-text schema instead of partitioning="hive" with type inference: inference would turn a
     # value such as "007" into the integer 7; every partition column of the project is text.
     partitioning = ds.partitioning(pa.schema([pa.field(key, pa.string()) for key in keys]), flavor="hive")
-    return ds.dataset(path, format="parquet", partitioning=partitioning)
+    filesystem, fs_path = lakefs.pyarrow_filesystem(path)
+    return ds.dataset(fs_path, filesystem=filesystem, format="parquet", partitioning=partitioning)
 
 
 def read_table(

@@ -11,10 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custembed import schemas, tables
+from custembed import lakefs, schemas, tables
 from custembed.errors import InputError, TableNotFoundError
 
 if TYPE_CHECKING:
@@ -40,9 +39,10 @@ class Lake:
         """Physical name of a logical table (``sequences`` → ``custembed.sequences``)."""
         return tables.physical_name(logical, self.database, self.overrides)
 
-    def path(self, *parts: str) -> Path:
-        """A directory under the lake (models, checkpoints, tracking, reports)."""
-        return Path(self.lake_dir).resolve().joinpath(*parts)
+    def path(self, *parts: str) -> str:
+        """URI of a directory or file under the lake (models, checkpoints, tracking, reports):
+        ``file:///…`` for a plain ``lake_dir``; Spark and :mod:`custembed.lakefs` both take it as is."""
+        return lakefs.join(self.lake_dir, *parts)
 
     def exists(self, logical: str) -> bool:
         """Whether the catalogue holds the table (or view) of a logical name."""
@@ -79,10 +79,12 @@ class Lake:
 
     def read_csv(self, path: str, *, what: str = "file", logical: str | None = None) -> DataFrame:
         """A CSV file with a header, every column as text; with ``logical``, its registered columns are checked."""
-        if not Path(path).exists():
+        # the same qualified URI for the check and for Spark: a plain path is on the local disk for both
+        uri = lakefs.spark_uri(path)
+        if not lakefs.exists(uri):
             raise InputError(f"{what} not found: {path}")
         # Every column as text: times and ids are validated by the sequences job.
-        rows = self.spark.read.option("header", True).option("inferSchema", False).csv(str(path))
+        rows = self.spark.read.option("header", True).option("inferSchema", False).csv(uri)
         if logical is not None:
             missing = [c for c in tables.table(logical).column_names if c not in rows.columns]
             if missing:
@@ -97,9 +99,10 @@ class Lake:
 
     def read_path(self, path: str, *, what: str = "Parquet path") -> DataFrame:
         """A Parquet directory or file outside the catalogue."""
-        if not Path(path).exists():
+        uri = lakefs.spark_uri(path)
+        if not lakefs.exists(uri):
             raise InputError(f"{what} not found: {path}")
-        return self.spark.read.parquet(str(path))
+        return self.spark.read.parquet(uri)
 
     # -- writes ------------------------------------------------------------
     def _ordered(self, rows: DataFrame, logical: str) -> DataFrame:
@@ -143,13 +146,17 @@ class Lake:
 
     def overwrite_path(self, rows: DataFrame, path: str) -> None:
         """Replace a Parquet directory outside the catalogue with ``rows`` as they are."""
-        rows.write.mode("overwrite").parquet(path)
+        rows.write.mode("overwrite").parquet(lakefs.spark_uri(path))
 
-    def write_files(self, rows: DataFrame, logical: str, path: str | Path) -> None:
-        """Replace a Parquet directory with the registered columns of a :data:`~custembed.tables.FILES` table."""
+    def write_files(self, rows: DataFrame, logical: str, path: str) -> None:
+        """Replace a Parquet directory with the registered columns of a :data:`~custembed.tables.FILES` table.
+
+        Spark gets the qualified URI: a scheme-less path would go to ``fs.defaultFS`` (HDFS on YARN),
+        not where Python reads the files back.
+        """
         if tables.table(logical).kind != tables.FILES:
             raise ValueError(f"table {logical} is a catalogue table, not files under the lake")
-        self._ordered(rows, logical).write.mode("overwrite").parquet(str(path))
+        self._ordered(rows, logical).write.mode("overwrite").parquet(lakefs.spark_uri(path))
         log.info("wrote %s files to %s", logical, path)
 
     def refresh_view(self, logical: str) -> None:

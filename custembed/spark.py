@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from custembed import tables
+from custembed import lakefs, tables
 from custembed.config import ProjectConfig, SparkConfig, conf_dir
 from custembed.errors import ConfigError
 
@@ -61,11 +61,19 @@ def build_session(spark_cfg: SparkConfig, project: ProjectConfig) -> SparkSessio
     if log4j.exists():
         java_options.append(f"-Dlog4j.configurationFile={log4j}")
     if spark_cfg.embedded_catalogue:
-        lake = Path(project.lake_dir).resolve()
+        # Derby keeps the metastore in a local directory: the embedded catalogue needs a lake on this disk
+        local = lakefs.local_path(project.lake_dir)
+        if local is None:
+            raise ConfigError(
+                f"spark.embedded_catalogue keeps a Derby metastore under project.lake_dir, which must then be "
+                f"local, got {project.lake_dir}: set spark.embedded_catalogue: false and use the cluster's catalogue"
+            )
+        lake = Path(local)
         lake.mkdir(parents=True, exist_ok=True)
         settings.update(
             {
-                "spark.sql.warehouse.dir": str(tables.warehouse_dir(lake)),
+                # the qualified URI, so fs.defaultFS does not move the tables away from the lake
+                "spark.sql.warehouse.dir": tables.warehouse_dir(lake),
                 "spark.sql.catalogImplementation": "hive",
                 # Without the spark.hadoop. prefix Spark ignores the metastore location.
                 "spark.hadoop.javax.jdo.option.ConnectionURL": (

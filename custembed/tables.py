@@ -22,7 +22,8 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
+
+from custembed import lakefs
 
 # -- column names used across the package -------------------------------------
 CUSTOMER_ID = "customer_id"
@@ -474,9 +475,9 @@ def split_name(name: str, database: str) -> tuple[str, str]:
     return database, bare
 
 
-def warehouse_dir(lake_dir: str | os.PathLike[str]) -> Path:
-    """The embedded default's warehouse directory under the lake (``spark.sql.warehouse.dir``)."""
-    return Path(lake_dir) / WAREHOUSE_DIR
+def warehouse_dir(lake_dir: str | os.PathLike[str]) -> str:
+    """URI of the embedded default's warehouse directory under the lake (``spark.sql.warehouse.dir``)."""
+    return lakefs.join(os.fspath(lake_dir), WAREHOUSE_DIR)
 
 
 def warehouse_path(
@@ -484,8 +485,8 @@ def warehouse_path(
     name: str,
     database: str = DEFAULT_DATABASE,
     overrides: Mapping[str, str] | None = None,
-) -> Path:
-    """Directory of a table in the embedded warehouse (not checked for existence).
+) -> str:
+    """URI of a table's directory in the embedded warehouse (not checked for existence).
 
     Args:
         lake_dir: the project's ``project.lake_dir``.
@@ -499,8 +500,8 @@ def warehouse_path(
     physical = (overrides or {}).get(name, name)
     database, bare = split_name(physical, database)
     if database == "default":
-        return warehouse_dir(lake_dir) / bare
-    return warehouse_dir(lake_dir) / f"{database}.db" / bare
+        return f"{warehouse_dir(lake_dir)}/{bare}"
+    return f"{warehouse_dir(lake_dir)}/{database}.db/{bare}"
 
 
 def view_sql(name: str, database: str, overrides: Mapping[str, str] | None = None) -> str:

@@ -12,11 +12,13 @@ mix); the alias (default
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from custembed import lakefs
 from custembed.config import ConfigError, TrackingConfig
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ TAG_TRAINING_KEY = "custembed.training_key"  # sequences files + training config
 TAG_PROMOTION = "custembed.promotion"
 LINEAGE_FILE = "custembed_lineage.json"
 PROMOTE_POLICIES = ("always", "if_better")
+# artifact URIs only the tracking server (or MLflow's own client) resolves: executors get a copy on the lake
+_SERVED_SCHEMES = frozenset({"mlflow-artifacts", "runs", "models", "http", "https"})
 
 
 def promotion(policy: str, metrics: Mapping[str, Any], champion: str | None) -> tuple[bool, str]:
@@ -100,7 +104,7 @@ class Tracking:
         self,
         run_id: str,
         metrics: Mapping[str, Any],
-        encoder_dir: Path,
+        encoder_dir: str,
         encoder_name: str,
         *,
         tags: Mapping[str, str] | None = None,
@@ -113,7 +117,9 @@ class Tracking:
         for name, value in metrics.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 client.log_metric(run_id, f"final_{name.replace('@', '_at_')}", float(value))
-        client.log_artifacts(run_id, str(encoder_dir), ARTIFACT_PATH)
+        # MLflow uploads from a local directory: a remote encoder is fetched first (a local one is used in place)
+        with tempfile.TemporaryDirectory(prefix="custembed-artifacts-") as scratch:
+            client.log_artifacts(run_id, lakefs.get_dir(encoder_dir, scratch), ARTIFACT_PATH)
         name = self.model_name(encoder_name)
         try:
             client.get_registered_model(name)
@@ -163,10 +169,41 @@ class Tracking:
         """
         from mlflow.artifacts import download_artifacts
 
+        version = self._model_version(encoder_name, ref)
+        if dst_path is not None:
+            Path(dst_path).mkdir(parents=True, exist_ok=True)
+        local = download_artifacts(artifact_uri=version.source, tracking_uri=self.uri, dst_path=dst_path)
+        return local, str(version.version)
+
+    def encoder_uri(self, encoder_name: str, ref: str, *, staging: str | None = None) -> tuple[str, str]:
+        """(URI every executor can load, version) of a registered encoder; ``ref`` is an alias or a version.
+
+        The artifact location itself when it is a store :mod:`custembed.lakefs` reads (the lake's
+        ``mlartifacts``, S3, HDFS …); else (artifacts served by the tracking server) a copy under
+        the lake URI ``staging``, downloaded once on the driver (without ``staging``: a local
+        temporary directory, for use on this machine only).
+        """
+        from custembed.encoders.base import META_FILE
+
+        version = self._model_version(encoder_name, ref)
+        source = str(version.source)
+        if lakefs.scheme(source) not in _SERVED_SCHEMES:
+            return source, str(version.version)
+        if staging is None:
+            return self.resolve(encoder_name, str(version.version))
+        target = lakefs.join(staging, self.model_name(encoder_name), str(version.version))
+        if not lakefs.exists(lakefs.join(target, META_FILE)):
+            with tempfile.TemporaryDirectory(prefix="custembed-encoder-") as scratch:
+                local, _ = self.resolve(encoder_name, str(version.version), dst_path=scratch)
+                lakefs.put_dir(local, target)
+        return target, str(version.version)
+
+    def _model_version(self, encoder_name: str, ref: str) -> Any:
+        """MLflow's ModelVersion of ``ref`` (alias or version); ``ConfigError`` naming the job to run if none."""
         client = self.client()
         name = self.model_name(encoder_name)
         try:
-            version = (
+            return (
                 client.get_model_version(name, ref) if ref.isdigit() else client.get_model_version_by_alias(name, ref)
             )
         except Exception as e:
@@ -174,10 +211,6 @@ class Tracking:
                 f"no registered model {name} with {'version' if ref.isdigit() else 'alias'} {ref!r}: "
                 f"run `custembed train --encoder {encoder_name}` first"
             ) from e
-        if dst_path is not None:
-            Path(dst_path).mkdir(parents=True, exist_ok=True)
-        local = download_artifacts(artifact_uri=version.source, tracking_uri=self.uri, dst_path=dst_path)
-        return local, str(version.version)
 
 
 def initial_checkpoint(model_dir: str | Path) -> tuple[str, dict[str, Any]]:
@@ -202,9 +235,20 @@ def initial_checkpoint(model_dir: str | Path) -> tuple[str, dict[str, Any]]:
 
 
 def tracking_for(cfg: TrackingConfig, lake_dir: str) -> Tracking:
-    lake = Path(lake_dir).resolve()
-    lake.mkdir(parents=True, exist_ok=True)
-    uri = cfg.uri or f"sqlite:///{lake / 'mlflow.db'}"
+    """MLflow at ``tracking.uri``, artifacts under the lake; without a URI, a sqlite file in a local lake."""
+    lake = lakefs.qualify(lake_dir)
+    local = lakefs.local_path(lake)
+    if cfg.uri is None and local is None:
+        raise ConfigError(
+            f"project.lake_dir {lake_dir} is not on the local disk: set tracking.uri (an MLflow tracking server); "
+            "the default sqlite file under the lake needs a local lake"
+        )
+    if local is not None:
+        Path(local).mkdir(parents=True, exist_ok=True)
+    uri = cfg.uri or f"sqlite:///{Path(local or '.') / 'mlflow.db'}"
     return Tracking(
-        uri=uri, experiment=cfg.experiment, artifact_root=(lake / "mlartifacts").as_uri(), prefix=cfg.model_prefix
+        uri=uri,
+        experiment=cfg.experiment,
+        artifact_root=lakefs.mlflow_uri(lakefs.join(lake, "mlartifacts")),
+        prefix=cfg.model_prefix,
     )

@@ -21,7 +21,7 @@ pytest.importorskip("matplotlib")
 import nbformat
 from pyspark.sql import types as T  # schema objects only; no session is started
 
-from custembed import explore, schemas
+from custembed import explore, lakefs, schemas
 from custembed.errors import TableNotFoundError
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
@@ -64,7 +64,7 @@ def _write(lake: Path, table: str, rows: list[dict[str, object]], *, parts: int 
     keys = schemas.PARTITIONS[table]
     data_fields = [field for field in schema.fields if field.name not in keys]
     arrow_schema = pa.schema([pa.field(field.name, _arrow_type(field.dataType)) for field in data_fields])
-    root = explore.table_path(lake, table)
+    root = Path(lakefs.local_path(explore.table_path(lake, table)) or "")
     root.mkdir(parents=True, exist_ok=True)
     (root / "_SUCCESS").write_bytes(b"")
     groups: dict[tuple[str, ...], list[dict[str, object]]] = {}
@@ -197,10 +197,12 @@ def fake_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_table_path_follows_the_warehouse_layout(tmp_path: Path) -> None:
-    assert explore.table_path(tmp_path, "embeddings") == tmp_path / "warehouse" / "custembed.db" / "embeddings"
-    assert explore.table_path(tmp_path, "runs", database="other") == tmp_path / "warehouse" / "other.db" / "runs"
-    assert explore.table_path(tmp_path, "other_db.seq") == tmp_path / "warehouse" / "other_db.db" / "seq"
-    assert explore.table_path(tmp_path, "raw_events", database="default") == tmp_path / "warehouse" / "raw_events"
+    lake = f"file://{tmp_path}"
+    assert explore.table_path(tmp_path, "embeddings") == f"{lake}/warehouse/custembed.db/embeddings"
+    assert explore.table_path(tmp_path, "runs", database="other") == f"{lake}/warehouse/other.db/runs"
+    assert explore.table_path(tmp_path, "other_db.seq") == f"{lake}/warehouse/other_db.db/seq"
+    assert explore.table_path(tmp_path, "raw_events", database="default") == f"{lake}/warehouse/raw_events"
+    assert explore.table_path("s3a://bucket/lake/", "runs") == "s3a://bucket/lake/warehouse/custembed.db/runs"
 
 
 def test_read_table_returns_text_partitions_and_prunes(fake_lake: Path) -> None:

@@ -20,6 +20,7 @@ pytest.importorskip("sklearn")
 
 from matplotlib import image as mpimg
 
+from custembed import lakefs
 from custembed.report import SECTIONS, ReportData, render_report
 
 SOURCES = ("bert4rec", "electra")
@@ -228,9 +229,9 @@ class _ReportParser(HTMLParser):
         return " ".join(" ".join(self.texts[section]).split())
 
 
-def _parse(path: Path) -> _ReportParser:
+def _parse(path: str | Path) -> _ReportParser:
     parser = _ReportParser()
-    parser.feed(path.read_text(encoding="utf-8"))
+    parser.feed(lakefs.read_text(str(path)))
     return parser
 
 
@@ -238,7 +239,7 @@ def _parse(path: Path) -> _ReportParser:
 def report_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("report") / "nested" / "report.html"
     written = render_report(synthetic_report_data(), path, max_points=120, max_attention_pairs=ATTENTION_PAIRS_SHOWN)
-    assert written == path
+    assert written == f"file://{path}"
     return path
 
 

@@ -35,8 +35,9 @@ def test_location_rule(tmp_path: Path) -> None:
     assert tables.physical_name("sequences", "db") == "`db`.`sequences`"
     assert tables.physical_name("sequences", "db", {"sequences": "other.seq"}) == "other.seq"
     assert tables.physical_name("sequences", "db", {"sequences": "seq2"}) == "`db`.`seq2`"
-    assert tables.warehouse_path(tmp_path, "labels", "db") == tmp_path / "warehouse" / "db.db" / "labels"
-    assert tables.warehouse_path(tmp_path, "labels", "db", {"labels": "x.l"}) == tmp_path / "warehouse" / "x.db" / "l"
+    lake = f"file://{tmp_path}"
+    assert tables.warehouse_path(tmp_path, "labels", "db") == f"{lake}/warehouse/db.db/labels"
+    assert tables.warehouse_path(tmp_path, "labels", "db", {"labels": "x.l"}) == f"{lake}/warehouse/x.db/l"
     assert explore.table_path(tmp_path, "labels", "db") == tables.warehouse_path(tmp_path, "labels", "db")
     with pytest.raises(ValueError, match="must not be empty"):
         tables.warehouse_path(tmp_path, "db.", "db")

@@ -27,6 +27,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,7 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
+from custembed import lakefs
 from custembed.encoders.masking import IGNORE_INDEX, Inputs, pool
 
 log = logging.getLogger(__name__)
@@ -264,12 +266,29 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     def _save_vocabulary(self, path: Path) -> None:
         """Write the tokenizer or action vocabulary into ``path``."""
 
-    def save(self, path: str | Path) -> Path:
-        """Write weights (safetensors), model config, vocabulary and ``custembed_encoder.json``.
+    def save(self, path: str | Path) -> str:
+        """Write weights (safetensors), model config, vocabulary and ``custembed_encoder.json``; returns the URI.
 
-        The json is written last, so a directory holding it is complete.
+        ``path`` is a local path or a lake URI (:mod:`custembed.lakefs`). Hugging Face writes
+        to local directories only, so a remote encoder is written to a temporary directory
+        and uploaded. The json is written last either way, so a directory holding it is complete.
         """
-        target = Path(path)
+        target = lakefs.qualify(path)
+        local = lakefs.local_path(target)
+        if local is not None:
+            self._save_local(Path(local))
+        else:
+            with tempfile.TemporaryDirectory(prefix="custembed-encoder-") as scratch:
+                meta_file = self._save_local(Path(scratch))
+                meta = meta_file.read_text()
+                meta_file.unlink()
+                lakefs.put_dir(scratch, target)
+                lakefs.write_text(lakefs.join(target, META_FILE), meta)
+        log.info("saved %s encoder to %s", self.kind, target)
+        return target
+
+    def _save_local(self, target: Path) -> Path:
+        """Write the encoder into the local directory ``target``; returns its ``custembed_encoder.json``."""
         target.mkdir(parents=True, exist_ok=True)
         self.model.save_pretrained(target)
         self._save_vocabulary(target)
@@ -280,9 +299,9 @@ class SequenceEncoder(abc.ABC, Generic[C]):
             "max_len": self.max_len,
             "config": dataclasses.asdict(self.config),  # type: ignore[call-overload]
         }
-        (target / META_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
-        log.info("saved %s encoder to %s", self.kind, target)
-        return target
+        meta_file = target / META_FILE
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return meta_file
 
 
 class HfTextEncoder(SequenceEncoder[C]):

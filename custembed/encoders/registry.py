@@ -15,6 +15,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from custembed import lakefs
 from custembed.encoders.base import FORMAT_VERSION, META_FILE, SequenceEncoder
 
 # kind → "module:class"; the class's `kind` must equal its key.
@@ -51,12 +52,16 @@ def build_encoder(kind: str, **params: Any) -> SequenceEncoder[Any]:
 
 
 def load_encoder(path: str | Path) -> SequenceEncoder[Any]:
-    """Load an encoder saved by :meth:`SequenceEncoder.save`, whatever its kind."""
-    directory = Path(path)
-    meta_path = directory / META_FILE
-    if not meta_path.is_file():
-        raise ValueError(f"{directory} is not a saved encoder: {META_FILE} is missing")
-    meta = json.loads(meta_path.read_text())
+    """Load an encoder saved by :meth:`SequenceEncoder.save`, whatever its kind.
+
+    ``path`` is a local path or a lake URI (:mod:`custembed.lakefs`); a remote encoder is
+    downloaded to a local temporary directory first (Hugging Face loads from local directories).
+    """
+    uri = lakefs.qualify(path)
+    meta_uri = lakefs.join(uri, META_FILE)
+    if not lakefs.isfile(meta_uri):
+        raise ValueError(f"{path} is not a saved encoder: {META_FILE} is missing")
+    meta = json.loads(lakefs.read_text(meta_uri))
     if meta.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{meta_path} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    return encoder_class(meta["kind"]).load(directory, meta)
+        raise ValueError(f"{meta_uri} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+    return encoder_class(meta["kind"]).load(Path(lakefs.get_dir(uri)), meta)

@@ -13,7 +13,6 @@ import logging
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from pyspark.sql import SparkSession
@@ -51,7 +50,6 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
     step("score", lambda: score.run(spark, cfg, run_date=run_date))
     report_summary = step("report", lambda: report.run(spark, cfg, run_date=run_date))
     total = round(time.monotonic() - t_all, 1)
-    lake = Path(cfg.project.lake_dir).resolve()
     return {
         "run_date": run_date.isoformat(),
         "rows": {k: step_summary[k] for k in ("rows_read", "rows_accepted", "rows_rejected")},
@@ -62,7 +60,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
         },
         "ranking_protocol": ranking_protocol(),
         "timings_s": {**timings, "total": total},
-        "tables": f"database `{cfg.project.database}` in {tables.warehouse_dir(lake)} "
+        "tables": f"database `{cfg.project.database}` in {tables.warehouse_dir(cfg.project.lake_dir)} "
         f'(try: custembed sql "show tables")',
         "report": report_summary["report"],
     }

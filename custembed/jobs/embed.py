@@ -79,17 +79,20 @@ def eligible_version(
     return chosen, f"{problem}; using version {chosen}, trained up to {tags[chosen][TAG_CUTOFF]}"
 
 
-def registered_encoder(tracking: Tracking, encoder_name: str, ref: str, *, feature_cutoff: str) -> tuple[str, str]:
-    """(local directory, version) of the registered encoder ``ref`` names, or of an earlier one (see
-    :func:`eligible_version`); logs which and why."""
+def registered_encoder(
+    tracking: Tracking, encoder_name: str, ref: str, *, feature_cutoff: str, staging: str | None = None
+) -> tuple[str, str]:
+    """(URI, version) of the registered encoder ``ref`` names, or of an earlier one (see
+    :func:`eligible_version`); logs which and why. The URI is one executors load from
+    (:meth:`~custembed.tracking.Tracking.encoder_uri`, copies under the lake URI ``staging``)."""
     requested = ref if ref.isdigit() else tracking.alias_version(encoder_name, ref)
     if requested is None:
-        return tracking.resolve(encoder_name, ref)  # its error names the missing alias
+        return tracking.encoder_uri(encoder_name, ref, staging=staging)  # its error names the missing alias
     version, why = eligible_version(
         tracking.versions(encoder_name), requested=requested, by_alias=not ref.isdigit(), feature_cutoff=feature_cutoff
     )
     log.info("embed %s: %s", encoder_name, why)
-    return tracking.resolve(encoder_name, version)
+    return tracking.encoder_uri(encoder_name, version, staging=staging)
 
 
 def feature_cutoff(sequences: DataFrame) -> str:
@@ -139,7 +142,11 @@ def run(
         else:
             tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
             model_dir, version = registered_encoder(
-                tracking, source, ref or cfg.embed.model_ref, feature_cutoff=feature_cutoff(sequences)
+                tracking,
+                source,
+                ref or cfg.embed.model_ref,
+                feature_cutoff=feature_cutoff(sequences),
+                staging=lake.path("models"),
             )
             model_name = tracking.model_name(source)
         threads = cfg.embed.threads_per_worker or 1

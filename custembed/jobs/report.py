@@ -12,7 +12,6 @@ import datetime as dt
 import json
 import logging
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,7 +19,7 @@ import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from custembed import schemas
+from custembed import lakefs, schemas
 from custembed.catalogue import load_catalogue
 from custembed.config import Config
 from custembed.io import Lake
@@ -198,7 +197,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         "run date": day,
         "feature cutoff": steps.get("cutoff", "?"),
         "catalogue": steps.get("catalogue", "?"),
-        "tables": f"{cfg.project.database} ({Path(cfg.project.lake_dir).resolve()})",
+        "tables": f"{cfg.project.database} ({lakefs.qualify(cfg.project.lake_dir)})",
     }
     if seq_run:
         r = seq_run[0]
@@ -238,9 +237,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         attention_labels=labels or None,
         notes=notes + [f"projections coloured by buyers of {focus} in the test window"],
     )
-    target = Path(output) if output else lake.path("reports", f"report-{day}.html")
-    render_report(data, target)
-    return {"report": str(target)}
+    target = output or lake.path("reports", f"report-{day}.html")
+    return {"report": render_report(data, target)}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

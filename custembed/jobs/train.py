@@ -28,6 +28,7 @@ import importlib.util
 import json
 import logging
 import os
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -36,7 +37,7 @@ from typing import Any
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from custembed import schemas
+from custembed import lakefs, schemas
 from custembed.catalogue import load_catalogue
 from custembed.config import (
     Config,
@@ -177,50 +178,52 @@ def training_source(files: Sequence[str], training: Mapping[str, Any]) -> dict[s
     return source
 
 
-def training_dir(base: Path, source: Mapping[str, str]) -> Path:
-    """``base/<key>``: snapshot, checkpoints and encoder of one (sequences run, training config).
+def training_dir(base: str, source: Mapping[str, str]) -> str:
+    """``base/<key>`` (URIs): snapshot, checkpoints and encoder of one (sequences run, training config).
 
     A run resumes only from its own directory; when an earlier key exists for the same
     encoder and date, the log says what changed and that training starts afresh.
     """
-    work = base / source["key"]
-    if (work / SOURCE_FILE).exists():
+    work = lakefs.join(base, source["key"])
+    if lakefs.exists(lakefs.join(work, SOURCE_FILE)):
         return work
-    for other in sorted(base.glob(f"*/{SOURCE_FILE}")):
-        earlier = json.loads(other.read_text())
+    for other in lakefs.glob(base, f"*/{SOURCE_FILE}"):
+        earlier = json.loads(lakefs.read_text(other))
         changed = [name for name in ("sequences_files", "config") if earlier.get(name) != source[name]]
         log.info(
             "train: %s changed since the training in %s; training afresh in %s",
             " and ".join("the sequences (rerun)" if c == "sequences_files" else "the training config" for c in changed),
-            other.parent,
+            lakefs.parent(other),
             work,
         )
-    work.mkdir(parents=True, exist_ok=True)
-    (work / SOURCE_FILE).write_text(json.dumps(dict(source), indent=2))
+    lakefs.makedirs(work)
+    lakefs.write_text(lakefs.join(work, SOURCE_FILE), json.dumps(dict(source), indent=2))
     return work
 
 
 def write_snapshot(
-    lake: Lake, sequences: DataFrame, run_date: dt.date, settings: EncoderSettings, files: int, target: Path
+    lake: Lake, sequences: DataFrame, run_date: dt.date, settings: EncoderSettings, files: int, target: str
 ) -> int:
     """The train view of ``run_date`` as ``files`` Parquet files (reused when complete); returns rows.
 
     ``target`` is keyed to the sequences files and the training config (:func:`training_dir`),
-    so a complete snapshot there is of the same data.
+    so a complete snapshot there is of the same data. Spark writes it and pyarrow counts it at the
+    same URI (:mod:`custembed.lakefs`), whatever ``fs.defaultFS`` is.
     """
     from custembed import tables
     from custembed.errors import InputError
 
-    if (target / "_SUCCESS").exists():
+    if lakefs.exists(lakefs.join(target, "_SUCCESS")):
         log.info("train: reusing the training snapshot %s", target)
     else:
         if settings.sample_fraction < 1.0:
             sequences = sequences.sample(fraction=settings.sample_fraction, seed=settings.seed)
         snapshot = sequences.select(*tables.table("training_snapshot").column_names)
         lake.write_files(snapshot.repartition(files, F.xxhash64(schemas.CUSTOMER_ID)), "training_snapshot", target)
-    import pyarrow.parquet as pq
+    import pyarrow.dataset as ds
 
-    rows = sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(target.glob("*.parquet")))
+    filesystem, path = lakefs.pyarrow_filesystem(target)
+    rows = int(ds.dataset(path, filesystem=filesystem, format="parquet").count_rows())
     if rows == 0:
         raise InputError(f"no train-view sequences for {run_date}: run `custembed sequences --run-date {run_date}`")
     return rows
@@ -242,13 +245,21 @@ def train_cutoff(sequences: DataFrame) -> str | None:
     return None if row is None or row["cutoff"] is None else str(row["cutoff"])
 
 
-def _champion_dir(tracking: Tracking, encoder_name: str, alias: str, work: Path) -> tuple[str | None, str | None]:
-    """(version, directory) of the version holding ``alias``, downloaded under ``work`` (seen by every rank)."""
+def _champion_dir(tracking: Tracking, encoder_name: str, alias: str, work: str) -> tuple[str | None, str | None]:
+    """(version, URI) of the version holding ``alias``, copied under ``work`` (seen by every rank)."""
     version = tracking.alias_version(encoder_name, alias)
     if version is None:
         return None, None
-    local, _ = tracking.resolve(encoder_name, version, dst_path=str(work / "champion"))
-    return version, local
+    target = lakefs.join(work, "champion")
+    local_target = lakefs.local_path(target)
+    if local_target is not None:
+        downloaded, _ = tracking.resolve(encoder_name, version, dst_path=local_target)  # a directory inside it
+        return version, lakefs.qualify(downloaded)
+    with tempfile.TemporaryDirectory(prefix="custembed-champion-") as scratch:
+        downloaded, _ = tracking.resolve(encoder_name, version, dst_path=scratch)
+        lakefs.rm(target, recursive=True)
+        lakefs.put_dir(downloaded, target)
+    return version, target
 
 
 def run(
@@ -285,9 +296,10 @@ def run(
     }
     source = training_source(sequences_files(sequences, run_date), training)
     work = training_dir(lake.path("training", encoder_name, day), source)
-    rows = write_snapshot(lake, sequences, run_date, settings, files, work / "data")
+    data_dir = lakefs.join(work, "data")
+    rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir)
     cutoff = train_cutoff(sequences)
-    output_dir = work / "encoder"
+    output_dir = lakefs.join(work, "encoder")
     tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
     # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(
@@ -305,9 +317,9 @@ def run(
     )
     champion, champion_dir = _champion_dir(tracking, encoder_name, cfg.train.alias, work)
     spec = TrainSpec(
-        data_path=str(work / "data"),
-        output_dir=str(output_dir),
-        checkpoint_dir=str(work / "checkpoints"),
+        data_path=data_dir,
+        output_dir=output_dir,
+        checkpoint_dir=lakefs.join(work, "checkpoints"),
         encoder_kind=settings.kind,
         encoder_params=params,
         compare_dir=champion_dir,
@@ -329,7 +341,7 @@ def run(
         TAG_INIT_CHECKPOINT: str(settings.model.get("checkpoint") or ""),
         TAG_TRAINING_KEY: source["key"],
     }
-    (output_dir / LINEAGE_FILE).write_text(json.dumps(lineage, indent=2, sort_keys=True))
+    lakefs.write_text(lakefs.join(output_dir, LINEAGE_FILE), json.dumps(lineage, indent=2, sort_keys=True))
     version = tracking.finish_run(run_id, metrics, output_dir, encoder_name, tags=lineage)
     promoted, why = promotion(promote or cfg.train.promote, metrics, champion)
     tracking.record_promotion(encoder_name, version, cfg.train.alias, promoted=promoted, reason=why)

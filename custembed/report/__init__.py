@@ -45,6 +45,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from custembed import lakefs
 from custembed.report.data import (
     DECILE_COLUMNS,
     METRIC_COLUMNS,
@@ -52,7 +53,7 @@ from custembed.report.data import (
     MODEL_INFO_COLUMNS,
     ReportData,
 )
-from custembed.report.markup import render_page, write_atomically
+from custembed.report.markup import render_page
 from custembed.report.sections import (
     attention_section,
     classifier_comparison_section,
@@ -98,14 +99,15 @@ def render_report(
     max_points: int = 2000,
     max_attention_pairs: int = 8,
     seed: int = 0,
-) -> Path:
-    """Write ``data`` as one self-contained HTML file and return its path.
+) -> str:
+    """Write ``data`` as one self-contained HTML file and return its URI.
 
     Args:
         data: what to show.
-        path: the HTML file to write; parent directories are created. The file
-            is written next to its final place and renamed, so a reader never
-            sees half a report.
+        path: the HTML file to write, a local path or a lake URI
+            (:mod:`custembed.lakefs`); parent directories are created. On a local
+            disk the file is written next to its final place and renamed, so a
+            reader never sees half a report.
         max_points: embeddings per source drawn in the projections; larger
             samples are subsampled uniformly with ``seed``.
         max_attention_pairs: layer/head pairs drawn; the ones whose attention
@@ -113,7 +115,7 @@ def render_report(
         seed: random seed of the subsample, t-SNE and UMAP.
 
     Returns:
-        The path written.
+        The URI written (``file:///…`` for a local path).
     """
     if max_points < 1:
         raise ValueError(f"max_points must be at least 1, got {max_points}")
@@ -143,8 +145,8 @@ def render_report(
     page = render_page(
         title=data.title, run_date=data.run_date, generated_at=data.generated_at, nav=SECTIONS, sections=sections
     )
-    target = Path(path)
-    write_atomically(target, page)
+    target = lakefs.qualify(path)
+    lakefs.write_text(target, page)
     log.info(
         "wrote report %s (%.0f KiB) in %.1f s",
         target,

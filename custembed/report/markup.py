@@ -6,11 +6,8 @@ import base64
 import html
 import io
 import math
-import os
 import re
-import uuid
 from collections.abc import Sequence
-from pathlib import Path
 
 import pandas as pd
 from matplotlib.figure import Figure
@@ -76,19 +73,6 @@ def render_page(
         + "\n<footer>Self-contained report written by custembed: no network access needed to view it.</footer>\n"
         "</body>\n</html>\n"
     )
-
-
-def write_atomically(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # not tempfile.mkstemp: its 0600 mode would hide the report from the analysts' group
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with temporary.open("x", encoding="utf-8") as stream:
-            stream.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
 
 
 def not_available(reason: str) -> str:

@@ -3,8 +3,10 @@
 Rank 0 writes ``checkpoint_dir/step-<n>/state.pt`` with model, optimiser, scheduler,
 :class:`Position`, the best epoch's weights so far and every rank's RNG states, to a temporary directory that is then
 renamed, so a directory holding ``state.pt`` is complete. A run finding checkpoints
-resumes from the newest. ``checkpoint_dir`` must be storage every rank sees (DBFS, a
-Volume, NFS).
+resumes from the newest. ``checkpoint_dir`` is a path or URI (:mod:`custembed.lakefs`) on
+storage every rank sees (HDFS, an object store, DBFS, a Volume, NFS). On object stores the
+rename is a copy and a delete, not atomic; but each object appears whole, so a step
+directory holding ``state.pt`` holds all of it, and one without it is never resumed from.
 """
 
 from __future__ import annotations
@@ -13,16 +15,14 @@ import dataclasses
 import json
 import logging
 import math
-import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from custembed import lakefs
 from custembed.encoders.base import SequenceEncoder
 from custembed.training.distributed import DistContext, all_gather
 from custembed.training.spec import TrainSpec
@@ -66,13 +66,12 @@ def rng_state(generator: torch.Generator) -> dict[str, torch.Tensor]:
     return state
 
 
-def checkpoints(directory: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints in ``directory``, oldest first."""
+def checkpoints(directory: str) -> list[tuple[int, str]]:
+    """Complete checkpoints in ``directory`` (a path or URI), oldest first, as (step, URI)."""
     found = []
-    if directory.is_dir():
-        for child in directory.iterdir():
-            if child.name.startswith(CHECKPOINT_PREFIX) and (child / STATE_FILE).is_file():
-                found.append((int(child.name[len(CHECKPOINT_PREFIX) :]), child))
+    for state_file in lakefs.glob(directory, f"{CHECKPOINT_PREFIX}*/{STATE_FILE}"):
+        child = lakefs.parent(state_file)
+        found.append((int(lakefs.name(child)[len(CHECKPOINT_PREFIX) :]), child))
     return sorted(found)
 
 
@@ -81,13 +80,13 @@ def save_checkpoint(spec: TrainSpec, ctx: DistContext, state: TrainState) -> Non
     rng_states = all_gather(rng_state(state.generator), ctx)
     if not ctx.is_main:
         return
-    directory = Path(spec.checkpoint_dir)
-    target = directory / f"{CHECKPOINT_PREFIX}{state.position.step:09d}"
-    if target.exists():
+    directory = spec.checkpoint_dir
+    step_name = f"{CHECKPOINT_PREFIX}{state.position.step:09d}"
+    target = lakefs.join(directory, step_name)
+    if lakefs.exists(target):
         return  # the checkpoint this run resumed from, or one just written at this step
-    directory.mkdir(parents=True, exist_ok=True)
-    staging = directory / f".tmp-{target.name}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir()
+    staging = lakefs.join(directory, f".tmp-{step_name}-{uuid.uuid4().hex[:8]}")
+    lakefs.makedirs(staging)
     saved = {
         "model": state.encoder.model.state_dict(),
         "optimizer": state.optimizer.state_dict(),
@@ -97,20 +96,21 @@ def save_checkpoint(spec: TrainSpec, ctx: DistContext, state: TrainState) -> Non
         "world_size": ctx.world_size,
         "rng": rng_states,
     }
-    torch.save(saved, staging / STATE_FILE)
-    (staging / "spec.json").write_text(json.dumps(dataclasses.asdict(spec), indent=2, default=str))
-    os.replace(staging, target)  # atomic on POSIX file systems: readers see all or nothing
+    lakefs.write_text(lakefs.join(staging, "spec.json"), json.dumps(dataclasses.asdict(spec), indent=2, default=str))
+    with lakefs.open_output(lakefs.join(staging, STATE_FILE)) as stream:
+        torch.save(saved, stream)
+    lakefs.move(staging, target)  # atomic on POSIX file systems and HDFS: readers see all or nothing
     for _, old in checkpoints(directory)[: -spec.keep_checkpoints]:
-        shutil.rmtree(old, ignore_errors=True)
+        lakefs.rm(old, recursive=True)
     log.info("checkpoint at step %d written to %s", state.position.step, target)
 
 
 def resume(spec: TrainSpec, ctx: DistContext, state: TrainState) -> None:
     """Collective: restore ``state`` from the newest checkpoint, if any (else leave it as is)."""
-    directory = Path(spec.checkpoint_dir)
-    if ctx.is_main and directory.is_dir():
-        for stale in directory.glob(".tmp-*"):  # left by a run killed while writing
-            shutil.rmtree(stale, ignore_errors=True)
+    directory = spec.checkpoint_dir
+    if ctx.is_main:
+        for stale in lakefs.glob(directory, ".tmp-*"):  # left by a run killed while writing
+            lakefs.rm(stale, recursive=True)
     found = checkpoints(directory)
     steps = all_gather(found[-1][0] if found else None, ctx)
     if len(set(steps)) > 1:
@@ -121,7 +121,8 @@ def resume(spec: TrainSpec, ctx: DistContext, state: TrainState) -> None:
     if not found:
         return
     step, path = found[-1]
-    saved = torch.load(path / STATE_FILE, map_location="cpu", weights_only=True)
+    with lakefs.open_input(lakefs.join(path, STATE_FILE)) as stream:
+        saved = torch.load(stream, map_location="cpu", weights_only=True)
     state.encoder.model.load_state_dict(saved["model"])
     state.optimizer.load_state_dict(saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])

@@ -34,6 +34,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
+from custembed import lakefs
 from custembed.tables import CUSTOMER_ID, TEXT, TOKENS  # the training snapshot's columns (registry)
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,8 @@ class ParquetShardLoader:
 
     def _dataset(self) -> ds.Dataset:
         try:
-            dataset = ds.dataset(self.path, format="parquet", partitioning="hive")
+            filesystem, path = lakefs.pyarrow_filesystem(self.path)
+            dataset = ds.dataset(path, filesystem=filesystem, format="parquet", partitioning="hive")
         except (FileNotFoundError, pa.ArrowInvalid) as e:
             raise ValueError(f"cannot read Parquet sequences at {self.path}: {e}") from e
         missing = [c for c in (CUSTOMER_ID, *self.columns) if c not in dataset.schema.names]

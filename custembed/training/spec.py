@@ -63,9 +63,9 @@ def train_params(settings: TrainParams) -> dict[str, Any]:
 class TrainSpec(TrainParams):
     """Everything one training run needs; plain values only, so that it pickles."""
 
-    data_path: str = field(metadata={"help": "Directory of Parquet sequences written by Spark."})
-    output_dir: str = field(metadata={"help": "Where rank 0 saves the final encoder."})
-    checkpoint_dir: str = field(metadata={"help": "Checkpoints; resumed from when not empty."})
+    data_path: str = field(metadata={"help": "Directory (path or URI) of Parquet sequences written by Spark."})
+    output_dir: str = field(metadata={"help": "Where rank 0 saves the final encoder (path or URI)."})
+    checkpoint_dir: str = field(metadata={"help": "Checkpoints (path or URI); resumed from when not empty."})
     encoder_kind: str = field(default="bert4rec", metadata={"help": "A kind of custembed.encoders.registry."})
     encoder_params: Mapping[str, Any] = field(
         default_factory=dict, metadata={"help": "Fields of the encoder's config (build_encoder)."}

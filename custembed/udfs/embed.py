@@ -45,7 +45,8 @@ def task_device() -> str:
 
 @functools.lru_cache(maxsize=4)
 def load_cached(model_dir: str, threads: int, device: str = "cpu") -> SequenceEncoder[Any]:
-    """The encoder saved in ``model_dir`` on ``device``, loaded once per process (and device)."""
+    """The encoder saved in ``model_dir`` (a path or lake URI every executor reads) on ``device``, loaded once
+    per process (and device)."""
     import torch
 
     if threads > 0:

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from custembed import schemas
+from custembed import lakefs, schemas
 from custembed.config import Config, load_config
 
 RUN = dt.date(2031, 1, 31)
@@ -112,7 +114,7 @@ def test_a_rerun_of_sequences_or_a_new_config_trains_afresh(  # type: ignore[no-
     assert any("the training config changed" in m for m in messages)
 
     training = lake.path("training", "bert4rec", RUN.isoformat())
-    assert len(list(training.glob("*/source.json"))) == 3
+    assert len(lakefs.glob(training, "*/source.json")) == 3
 
 
 @pytest.mark.slow
@@ -147,3 +149,75 @@ def test_the_alias_moves_only_to_a_version_that_is_not_worse(  # type: ignore[no
     forced = train_job.run(spark, worse_cfg, run_date=RUN, encoder_name="bert4rec", promote="always")
     assert "alias champion" in forced["model"]
     assert tracking.alias_version("bert4rec", "champion") == str(int(newest) + 1)
+
+
+@contextlib.contextmanager
+def _default_fs_elsewhere(spark: Any, root: Path) -> Iterator[None]:
+    """``fs.defaultFS`` on a file system rooted at ``root``, as HDFS is on YARN: Hadoop puts a scheme-less
+    ``/a/b`` at ``root/a/b``, while pathlib and pyarrow read ``/a/b``.
+
+    A ``file://`` defaultFS alone would not show the bug (Hadoop's local file system ignores the
+    URI's path), so a view file system whose fallback mount is the ``file://`` root plays HDFS.
+    The session is shared, so its Hadoop configuration is changed in place and restored after.
+    """
+    conf = spark.sparkContext._jsc.hadoopConfiguration()
+    settings = {"fs.defaultFS": "viewfs://elsewhere/", "fs.viewfs.mounttable.elsewhere.linkFallback": root.as_uri()}
+    before = {key: conf.get(key) for key in settings}
+    for key, value in settings.items():
+        conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                conf.unset(key)
+            else:
+                conf.set(key, value)
+
+
+@pytest.mark.slow
+def test_the_snapshot_spark_writes_is_the_one_training_reads_whatever_the_default_fs(  # type: ignore[no-untyped-def]
+    spark, lake_sets, in_process, tmp_path: Path
+) -> None:
+    from custembed.jobs import train as train_job
+    from custembed.jobs.common import lake_from
+
+    cfg = _config(lake_sets, "tracking.model_prefix=defaultfs", "train.encoders.bert4rec.epochs=1")
+    lake = lake_from(spark, cfg)
+    lake.write_partitions(_sequences(spark, seed=5, n=60), "sequences")
+    root = tmp_path / "default-fs-root"
+    root.mkdir()
+    with _default_fs_elsewhere(spark, root):
+        result = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
+    assert result["sequences"] == 60 and result["steps"] > 0  # pyarrow read back every row Spark wrote
+    assert not list(root.rglob("*.parquet"))  # nothing went to the default file system
+
+
+@pytest.mark.slow
+def test_a_lake_given_as_a_file_uri_trains_checkpoints_and_saves_there(  # type: ignore[no-untyped-def]
+    spark, lake_sets, in_process, lake_dir: Path
+) -> None:
+    from custembed.encoders import load_encoder
+    from custembed.jobs import train as train_job
+    from custembed.jobs.common import lake_from
+
+    uri = f"file://{lake_dir}/"
+    cfg = _config(
+        lake_sets, "tracking.model_prefix=fileuri", "train.encoders.bert4rec.epochs=1", f"project.lake_dir={uri}"
+    )
+    assert cfg.project.lake_dir == uri
+    lake = lake_from(spark, cfg)
+    lake.write_partitions(_sequences(spark, seed=6, n=60), "sequences")
+    training = lake.path("training", "bert4rec", RUN.isoformat())
+    earlier = set(lakefs.glob(training, "*/source.json"))  # the module's other tests share the lake
+    result = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
+    assert result["sequences"] == 60 and result["steps"] > 0
+
+    (source,) = set(lakefs.glob(training, "*/source.json")) - earlier
+    work = lakefs.parent(source)
+    assert work.startswith(f"file://{lake_dir}/training/bert4rec/")
+    assert lakefs.glob(lakefs.join(work, "checkpoints"), "step-*/state.pt")
+    assert lakefs.exists(lakefs.join(work, "data", "_SUCCESS"))
+    assert load_encoder(lakefs.join(work, "encoder")).kind == "bert4rec"
+    again = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
+    assert again["start_step"] == result["steps"]  # the same key directory, resumed through the URI

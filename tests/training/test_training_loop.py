@@ -9,6 +9,7 @@ import math
 import os
 import pickle
 import socket
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ import torch
 import torch.multiprocessing as mp
 from transformers import BertTokenizerFast, ElectraConfig, ElectraForMaskedLM
 
+from custembed import lakefs
 from custembed.encoders import load_encoder
 from custembed.training import ParquetShardLoader, TrainSpec, train, weights_digest
 
@@ -87,6 +89,31 @@ def test_single_process_run_trains_checkpoints_and_saves(
     encoder = load_encoder(spec.output_dir)
     vectors = encoder.embed(encoder.inputs(tokens=[[3, 4, 5], [20, 21]]))
     assert vectors.shape == (2, 32)
+
+
+def test_a_run_on_a_remote_store_checkpoints_resumes_and_saves_there(
+    tmp_path: Path, write_sequences: WriteSequences
+) -> None:
+    """Snapshot, checkpoints and encoder as URIs of a store that is not the local disk (fsspec's memory://)."""
+    remote = f"memory://loop-{uuid.uuid4().hex[:8]}/training"
+    lakefs.put_dir(write_sequences(120), lakefs.join(remote, "data"))
+    spec = make_spec(
+        tmp_path,
+        tmp_path / "unused",
+        data_path=lakefs.join(remote, "data"),
+        output_dir=lakefs.join(remote, "encoder"),
+        checkpoint_dir=lakefs.join(remote, "checkpoints"),
+        epochs=1,
+    )
+    first = train(spec)
+    assert first["steps"] > 0
+    steps = [int(lakefs.name(uri).removeprefix("step-")) for uri in lakefs.glob(spec.checkpoint_dir, "step-*")]
+    assert steps[-1] == first["steps"] and len(steps) <= spec.keep_checkpoints
+    assert not lakefs.glob(spec.checkpoint_dir, ".tmp-*")
+    again = train(spec)
+    assert again["start_step"] == first["steps"]  # resumed from the remote checkpoint
+    assert load_encoder(spec.output_dir).kind == "bert4rec"
+    assert [p.name for p in tmp_path.iterdir()] == ["sequences"]  # the input only: nothing written locally
 
 
 def test_resume_continues_from_the_checkpointed_step(

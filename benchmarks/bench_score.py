@@ -154,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
+    from custembed import lakefs
     from custembed.jobs.score import apply_models, fit_models, task_frame
 
     models = args.products * args.sources
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             if variant == "store":
                 scored = apply_models(rows, paths)
             else:
-                blobs = {key: Path(path.removeprefix("file://")).read_bytes() for key, path in paths.items()}
+                blobs = {key: lakefs.open_input(path).read() for key, path in paths.items()}
                 held = sum(len(b) for b in blobs.values())
                 scored = broadcast_scoring(rows, blobs)
             rate = timed_rate(scored, n)

@@ -93,9 +93,10 @@ class Lake:
 
     def read_text(self, path: str, *, what: str = "input file") -> DataFrame:
         """A text file (or directory of them) as ``value`` lines, compressed or not."""
-        if "://" not in path and not Path(path).exists():
+        uri = lakefs.spark_uri(path)
+        if not lakefs.exists(uri):
             raise InputError(f"{what} not found: {path}")
-        return self.spark.read.text(str(path))
+        return self.spark.read.text(uri)
 
     def read_path(self, path: str, *, what: str = "Parquet path") -> DataFrame:
         """A Parquet directory or file outside the catalogue."""

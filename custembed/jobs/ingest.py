@@ -187,12 +187,11 @@ def read_lines(lake: Lake, path: str) -> DataFrame:
 def convert(lake: Lake, fmt: str, input_path: str, *, behaviour: str, step_seconds: int) -> DataFrame:
     """The input as events of ``fmt``'s table plus ``value`` (the raw line) and ``_reason``."""
     if fmt == "online-retail":
+        # every CSV line becomes an event; step 1 rejects the unusable ones with their reason
         lines = lake.read_csv(input_path, what="online retail file", logical=LINES)
         services, rules = family_rules()
-        raw = F.to_json(F.struct(*[F.col(c) for c in lines.columns]))
-        return to_events(lines.withColumn("value", raw), services=services, rules=rules).withColumn(
-            _REASON, F.lit(None).cast("string")
-        )
+        events = to_events(lines, services=services, rules=rules)
+        return events.withColumn("value", F.lit(None).cast("string")).withColumn(_REASON, F.lit(None).cast("string"))
     if fmt == "user-item":
         return user_item_events(read_lines(lake, input_path), behaviour=behaviour, step_seconds=step_seconds)
     return taobao_events(read_lines(lake, input_path))

@@ -338,6 +338,7 @@ def fit_forests(
     from pyspark.ml.classification import RandomForestClassifier
     from pyspark.ml.functions import array_to_vector
 
+    from custembed import lakefs
     from custembed.udfs.classify import model_uri
 
     pairs = [(r["source"], r["product"]) for r in train.select("source", "product").distinct().collect()]
@@ -356,7 +357,7 @@ def fit_forests(
         path, size = "", 0
         if store is not None:
             path = model_uri(store, day, source, product, SPARK_RF).removesuffix(".pkl")
-            forest.write().overwrite().save(path)
+            forest.write().overwrite().save(lakefs.spark_uri(path))
             size = _stored_bytes(path)
         infos.append((source, product, SPARK_RF, path, size, int(part.count()), time.perf_counter() - t0, "ok"))
     return train.sparkSession.createDataFrame(infos, MODEL_SCHEMA), forests
@@ -364,9 +365,9 @@ def fit_forests(
 
 def _stored_bytes(uri: str) -> int:
     """Total size of the files under ``uri`` in the model store."""
-    import fsspec
+    from custembed import lakefs
 
-    fs, path = fsspec.core.url_to_fs(uri)
+    fs, path = lakefs.fs_and_path(uri)
     return int(fs.du(path, total=True))
 
 
@@ -592,7 +593,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date) -> dict[str, Any
         label_windows=_distinct(labels, "label_window"),
     )
     embeddings = with_hybrids(embeddings, plan.sources)
-    models = fit(training_set(embeddings, labels, plan), plan, store=str(lake.path("models", "classifiers")))
+    models = fit(training_set(embeddings, labels, plan), plan, store=lake.path("models", "classifiers"))
     scored_test = apply(models, held_out_rows(embeddings, labels, plan))
     scored_current = apply(models, current_view_rows(embeddings, plan))
     write_results(lake, plan, models, scored_test, scored_current)

@@ -146,24 +146,21 @@ def model_uri(store: str, day: str, source: str, product: str, classifier: str) 
 
 
 def write_model(uri: str, blob: bytes) -> None:
-    """Write one pickled model to ``uri`` (any fsspec URI or local path), replacing it whole."""
-    import fsspec
+    """Write one pickled model to ``uri`` (a lake URI or local path), replacing it whole."""
+    from custembed import lakefs
 
-    fs, path = fsspec.core.url_to_fs(uri)
-    parent = path.rsplit("/", 1)[0]
-    fs.makedirs(parent, exist_ok=True)
-    staging = f"{parent}/.tmp-{uuid.uuid4().hex}"
-    with fs.open(staging, "wb") as stream:
+    staging = lakefs.join(lakefs.parent(uri), f".tmp-{uuid.uuid4().hex}")
+    with lakefs.open_output(staging) as stream:
         stream.write(blob)
-    fs.mv(staging, path)
+    lakefs.move(staging, uri)
 
 
 @functools.lru_cache(maxsize=1)
 def load_model(uri: str) -> Any:
     """The model at ``uri``, kept until another is asked for: a worker holds one model at a time."""
-    import fsspec
+    from custembed import lakefs
 
-    with fsspec.open(uri, "rb") as stream:
+    with lakefs.open_input(uri) as stream:
         return pickle.loads(stream.read())  # models this job wrote to its own lake
 
 

@@ -1,10 +1,12 @@
 """The interface every sequence encoder shares, and the helpers the models reuse.
 
-An encoder turns a customer's action history into one vector. Three kinds exist:
+An encoder turns a customer's action history into one vector. Four kinds exist:
 
 * ``bert4rec``: a BERT trained from scratch over our own action ids (``tokens``),
 * ``mlm``: any Hugging Face masked-LM checkpoint fine-tuned on the actions as text,
-* ``causal_lm``: any Hugging Face causal-LM checkpoint fine-tuned on the same text.
+* ``causal_lm``: any Hugging Face causal-LM checkpoint fine-tuned on the same text,
+* ``coles``: a GRU trained from scratch, contrastively, on sub-sequences of the action
+  ids and the time gaps between them (``gaps``).
 
 They all wrap a Hugging Face ``PreTrainedModel`` (``encoder.model``), so that a
 ``DistributedDataParallel`` wrapper can wrap that module while the encoder keeps
@@ -37,6 +39,7 @@ import torch.nn.functional as F
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from custembed.encoders.masking import IGNORE_INDEX, Inputs, pool
+from custembed.tables import GAPS
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,9 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     input_column: ClassVar[str]  # "tokens" (action ids) or "text"
     config_class: ClassVar[type[Any]]
     causal: ClassVar[bool] = False  # labels are the inputs themselves, shifted by the model
+    # What `mask` labels: "tokens", a label per position ([B, L], masked or causal LM), or
+    # "contrastive", one label per sampled view naming its sequence ([N]).
+    objective: ClassVar[str] = "tokens"
     # Config fields that are facts of the training data (e.g. the vocabulary size), filled
     # in by the training job rather than written under `model:` in conf/.
     data_fields: ClassVar[tuple[str, ...]] = ()
@@ -127,8 +133,13 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         self,
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
+        gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
-        """Build ``input_ids`` and ``attention_mask`` ``[B, L]`` (right-padded, left-truncated)."""
+        """Build ``input_ids`` and ``attention_mask`` ``[B, L]`` (right-padded, left-truncated).
+
+        ``gaps`` (days since the previous token, aligned with ``tokens``) is read by the
+        encoders whose config sets ``use_time_gaps`` and ignored by the others.
+        """
 
     @abc.abstractmethod
     def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:
@@ -140,6 +151,16 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     def max_len(self) -> int:
         """Longest input kept, in tokens (older tokens are cut)."""
         return int(self.config.max_len)
+
+    @property
+    def uses_time_gaps(self) -> bool:
+        """Whether :meth:`inputs` needs ``gaps`` (the config's ``use_time_gaps``, off when absent)."""
+        return bool(getattr(self.config, "use_time_gaps", False))
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The sequence columns a batch reads: ``input_column``, plus ``gaps`` when time gaps are used."""
+        return (self.input_column, GAPS) if self.uses_time_gaps else (self.input_column,)
 
     @property
     def pooling(self) -> str:
@@ -323,6 +344,7 @@ class HfTextEncoder(SequenceEncoder[C]):
         self,
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
+        gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         if texts is None:
             raise ValueError(f"{self.kind} encoder reads texts, got texts=None")

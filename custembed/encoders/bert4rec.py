@@ -172,6 +172,7 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         self,
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
+        gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         if tokens is None:
             raise ValueError("bert4rec encoder reads action ids, got tokens=None")

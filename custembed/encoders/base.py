@@ -44,6 +44,9 @@ from custembed.tables import GAPS
 log = logging.getLogger(__name__)
 
 META_FILE = "custembed_encoder.json"
+# Optional network inputs passed on when an encoder's `inputs` builds them: BERT4Rec's
+# bucketed time gaps ride on BERT's token-type embeddings.
+MODEL_EXTRA_INPUTS = ("token_type_ids",)
 FORMAT_VERSION = 1
 
 
@@ -187,6 +190,12 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         device = self.device
         return {name: value.to(device) for name, value in batch.items()}
 
+    @staticmethod
+    def _model_inputs(batch: Inputs) -> Inputs:
+        """The entries of ``batch`` the network reads: ids, mask and the optional extras :meth:`inputs` built."""
+        extras = {name: batch[name] for name in MODEL_EXTRA_INPUTS if name in batch}
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **extras}
+
     def loss(self, batch: Inputs, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Mean training loss over the labelled positions of ``batch`` (a scalar).
 
@@ -195,11 +204,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         """
         module = self.model if model is None else model
         batch = self._on_device(batch)
-        output = module(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-        )
+        output = module(**self._model_inputs(batch), labels=batch["labels"])
         loss: torch.Tensor = output.loss
         return loss
 
@@ -208,9 +213,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         """Loss sum, correct predictions and count over the labelled positions (no grad)."""
         batch = self._on_device(batch)
         with self._eval_mode():
-            logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits  # [B, L, V]
+            logits = self.model(**self._model_inputs(batch)).logits  # [B, L, V]
         labels = batch["labels"]  # [B, L]
         if self.causal:
             # Position t predicts token t + 1.
@@ -244,7 +247,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     def hidden_states(self, inputs: Inputs) -> torch.Tensor:
         """Last hidden states of the base model (no task head), ``[B, L, H]``."""
         inputs = self._on_device(inputs)
-        output = self.model.base_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        output = self.model.base_model(**self._model_inputs(inputs))
         hidden: torch.Tensor = output.last_hidden_state  # [B, L, H]
         return hidden
 
@@ -269,11 +272,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
             self.model.set_attn_implementation("eager")
         try:
             with self._eval_mode():
-                output = self.model.base_model(
-                    input_ids=inputs["input_ids"],
-                    attention_mask=inputs["attention_mask"],
-                    output_attentions=True,
-                )
+                output = self.model.base_model(**self._model_inputs(inputs), output_attentions=True)
         finally:
             if previous != "eager":
                 self.model.set_attn_implementation(previous)

@@ -49,7 +49,7 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from custembed.encoders.base import MaskedTokenStats, SequenceEncoder
-from custembed.encoders.masking import Inputs, check_fraction, check_pooling, pad_right_keep_recent
+from custembed.encoders.masking import Inputs, check_fraction, check_gaps, check_pooling, pad_right_keep_recent
 
 GAPS = "gaps"  # the batch entry (and Parquet column) holding days since the previous token
 GAP_SCALE = math.log1p(365.0)  # log1p(days) / GAP_SCALE: a year apart is 1.0
@@ -290,16 +290,8 @@ class ColesEncoder(SequenceEncoder[ColesConfig]):
         batch = pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
         if not self.config.use_time_gaps:
             return batch
-        if gaps is None:
-            raise ValueError(
-                "this coles encoder uses time gaps (use_time_gaps) but got gaps=None: the sequences "
-                "predate the gaps column; rerun `custembed sequences` for that date"
-            )
-        for row, (seq, row_gaps) in enumerate(zip(tokens, gaps, strict=True)):
-            if row_gaps is None or len(row_gaps) != len(seq):
-                got = None if row_gaps is None else len(row_gaps)
-                raise ValueError(f"sequence {row}: {len(seq)} tokens but gaps of length {got}")
-        batch[GAPS] = pad_right_keep_recent(gaps, max_len=self.max_len, pad_id=0)["input_ids"]  # [B, L]
+        checked = check_gaps(tokens, gaps, self.kind)
+        batch[GAPS] = pad_right_keep_recent(checked, max_len=self.max_len, pad_id=0)["input_ids"]  # [B, L]
         return batch
 
     def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:

@@ -229,19 +229,20 @@ def contrastive_terms(
     same = labels.unsqueeze(0) == labels.unsqueeze(1)  # [N, N]
     itself = torch.eye(n, dtype=torch.bool, device=labels.device)
     positive = same & ~itself  # [N, N]
-    positive_loss = (squared * positive).sum(dim=1)  # [N]
+    summed = (squared * positive).sum(dim=1)  # [N] positives pulled together
     terms = positive.sum(dim=1)  # [N]
     # Hard negatives: the closest views of other customers (chosen without gradient).
     k = min(neg_count, int((~same).sum(dim=1).min()))
     if k > 0:
         closest = squared.detach().masked_fill(same, math.inf).topk(k, dim=1, largest=False).indices  # [N, k]
         distance = squared.gather(1, closest).clamp(min=1e-12).sqrt()  # [N, k]
-        negative_loss = F.relu(margin - distance).pow(2).sum(dim=1)  # [N]
-        positive_loss = positive_loss + negative_loss
+        summed = summed + F.relu(margin - distance).pow(2).sum(dim=1)  # [N] negatives pushed past the margin
         terms = terms + k
-    per_view = positive_loss / terms.clamp(min=1)  # [N]
+    per_view = summed / terms.clamp(min=1)  # [N]
+    if n < 2:  # a lone view has no other view to find
+        return per_view, torch.zeros(n, dtype=torch.bool, device=labels.device)
     nearest = squared.detach().masked_fill(itself, math.inf).argmin(dim=1)  # [N]
-    hit = same[torch.arange(n, device=labels.device), nearest] if n > 1 else torch.zeros(n, dtype=torch.bool)
+    hit = same[torch.arange(n, device=labels.device), nearest]  # [N]
     return per_view, hit
 
 

@@ -95,7 +95,7 @@ class EncoderSettings(TrainParams):
 
     The training fields (``epochs``, ``batch_size``, ``lr``, ...) are those of
     :class:`custembed.training.spec.TrainParams`, defined there once. ``model:`` holds
-    fields of the kind's config class (``Bert4RecConfig``, ``MlmConfig``,
+    fields of the kind's config class (``Bert4RecConfig``, ``ColesConfig``, ``MlmConfig``,
     ``CausalLmConfig``), the single definition of each model's fields. Those classes
     live with their models and import torch, which the base install and this module do
     without, so ``model:`` is checked when the train job starts
@@ -103,7 +103,7 @@ class EncoderSettings(TrainParams):
     that are facts of the data (BERT4Rec's ``vocab_size``) are filled in there.
     """
 
-    kind: str = field(metadata={"help": "bert4rec (from scratch), mlm (fine-tune a masked LM), causal_lm"})
+    kind: str = field(metadata={"help": "bert4rec or coles (from scratch), mlm (fine-tune a masked LM), causal_lm"})
     model: dict[str, Any] = field(
         default_factory=dict,
         metadata={

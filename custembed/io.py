@@ -122,14 +122,40 @@ class Lake:
         if self.exists(logical):
             existing = [f.name for f in self.spark.table(name).schema.fields]
             if existing != list(spec.column_names):
-                raise InputError(
-                    f"table {name} has columns {existing}, this version writes {list(spec.column_names)}: "
-                    "migrate or drop it"
-                )
+                self._add_missing_columns(logical, existing)
             ordered.write.insertInto(name, overwrite=True)
         else:
             (ordered.write.format(self.table_format).partitionBy(*spec.partitions).mode("overwrite").saveAsTable(name))
         log.info("wrote %s", name)
+
+    def _add_missing_columns(self, logical: str, existing: list[str]) -> None:
+        """Migrate a table written by an older version that lacks columns registered since.
+
+        Only additive changes are migrated: the table's data columns must be the first of the
+        registered ones and its partition columns the registered partitions. The missing data
+        columns are added with ``ALTER TABLE ... ADD COLUMNS`` (Spark places them after the data
+        columns, before the partitions; partitions written before read them as null). Anything
+        else (a column removed, renamed or moved) is an ``InputError``; types are not compared.
+        """
+        spec = tables.table(logical)
+        name = self.table(logical)
+        registered = list(spec.column_names)
+        partitions = list(spec.partitions)
+        data, old_data = registered[: len(registered) - len(partitions)], existing[: len(existing) - len(partitions)]
+        additive = (
+            existing[len(old_data) :] == partitions and len(old_data) < len(data) and data[: len(old_data)] == old_data
+        )
+        if not additive:
+            raise InputError(
+                f"table {name} has columns {existing}, this version writes {registered}: migrate or drop it"
+            )
+        types = spec.types
+        added = data[len(old_data) :]
+        self.spark.sql(f"ALTER TABLE {name} ADD COLUMNS ({', '.join(f'`{c}` {types[c]}' for c in added)})")
+        log.warning("migrated table %s: added column(s) %s (null in partitions written before)", name, added)
+        now = [f.name for f in self.spark.table(name).schema.fields]
+        if now != registered:
+            raise InputError(f"table {name} has columns {now} after adding {added}, expected {registered}")
 
     def append(self, rows: DataFrame, logical: str) -> None:
         """Append rows (audit tables such as ``runs``)."""

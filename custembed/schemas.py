@@ -29,6 +29,7 @@ from custembed.tables import (  # noqa: F401 - the column constants jobs import 
     DT,
     EVENT_TIME,
     EVENT_TYPE,
+    GAPS,
     ITEM,
     RAW_EVENT_COLUMNS,
     VIEW,

@@ -33,6 +33,7 @@ ITEM = "item"
 RAW_EVENT_COLUMNS = (CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, ITEM)
 TOKENS = "tokens"
 TEXT = "text"
+GAPS = "gaps"
 VECTOR = "vector"
 SOURCE = "source"
 PRODUCT = "product"
@@ -247,6 +248,13 @@ _TABLES: tuple[Table, ...] = (
             _c("n_no_action", "int", "empty complete months filled with 'no action'"),
             _c("first_event_time", "timestamp"),
             _c("last_event_time", "timestamp"),
+            # added after the others so that older tables migrate by adding it (Lake.write_partitions)
+            _c(
+                GAPS,
+                "array<int>",
+                "whole UTC days since the previous token, aligned with tokens; 0 for a customer's first "
+                "token; a 'no action' month counts from its first day",
+            ),
             _c(DT, "string"),
             _c(VIEW, "string"),
         ),
@@ -419,6 +427,7 @@ _TABLES: tuple[Table, ...] = (
             _c(CUSTOMER_ID, "string"),
             _c(TOKENS, "array<int>"),
             _c(TEXT, "string"),
+            _c(GAPS, "array<int>", "days since the previous token, aligned with tokens"),
         ),
         (),
         "train",

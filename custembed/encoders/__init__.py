@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from custembed.encoders.base import MaskedTokenStats, RankingMetrics, SequenceEncoder
     from custembed.encoders.bert4rec import Bert4RecConfig, Bert4RecEncoder
     from custembed.encoders.causal_lm import CausalLmConfig, CausalLmEncoder
+    from custembed.encoders.coles import ColesConfig, ColesEncoder
     from custembed.encoders.hf_mlm import MlmConfig, MlmEncoder
     from custembed.encoders.masking import POOLINGS
     from custembed.encoders.registry import build_encoder, encoder_class, encoder_classes, load_encoder
@@ -30,6 +31,8 @@ _EXPORTS = {
     "Bert4RecEncoder": "custembed.encoders.bert4rec",
     "CausalLmConfig": "custembed.encoders.causal_lm",
     "CausalLmEncoder": "custembed.encoders.causal_lm",
+    "ColesConfig": "custembed.encoders.coles",
+    "ColesEncoder": "custembed.encoders.coles",
     "MlmConfig": "custembed.encoders.hf_mlm",
     "MlmEncoder": "custembed.encoders.hf_mlm",
     "build_encoder": "custembed.encoders.registry",
@@ -44,6 +47,8 @@ __all__ = [
     "Bert4RecEncoder",
     "CausalLmConfig",
     "CausalLmEncoder",
+    "ColesConfig",
+    "ColesEncoder",
     "MaskedTokenStats",
     "MlmConfig",
     "MlmEncoder",

@@ -1,10 +1,12 @@
 """The interface every sequence encoder shares, and the helpers the models reuse.
 
-An encoder turns a customer's action history into one vector. Three kinds exist:
+An encoder turns a customer's action history into one vector. Four kinds exist:
 
 * ``bert4rec``: a BERT trained from scratch over our own action ids (``tokens``),
 * ``mlm``: any Hugging Face masked-LM checkpoint fine-tuned on the actions as text,
-* ``causal_lm``: any Hugging Face causal-LM checkpoint fine-tuned on the same text.
+* ``causal_lm``: any Hugging Face causal-LM checkpoint fine-tuned on the same text,
+* ``coles``: a GRU trained from scratch, contrastively, on sub-sequences of the action
+  ids and the time gaps between them (``gaps``).
 
 They all wrap a Hugging Face ``PreTrainedModel`` (``encoder.model``), so that a
 ``DistributedDataParallel`` wrapper can wrap that module while the encoder keeps
@@ -39,10 +41,14 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from custembed import lakefs
 from custembed.encoders.masking import IGNORE_INDEX, Inputs, pool
+from custembed.tables import GAPS
 
 log = logging.getLogger(__name__)
 
 META_FILE = "custembed_encoder.json"
+# Optional network inputs passed on when an encoder's `inputs` builds them: BERT4Rec's
+# bucketed time gaps ride on BERT's token-type embeddings.
+MODEL_EXTRA_INPUTS = ("token_type_ids",)
 FORMAT_VERSION = 1
 
 
@@ -93,6 +99,9 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     input_column: ClassVar[str]  # "tokens" (action ids) or "text"
     config_class: ClassVar[type[Any]]
     causal: ClassVar[bool] = False  # labels are the inputs themselves, shifted by the model
+    # What `mask` labels: "tokens", a label per position ([B, L], masked or causal LM), or
+    # "contrastive", one label per sampled view naming its sequence ([N]).
+    objective: ClassVar[str] = "tokens"
     # Config fields that are facts of the training data (e.g. the vocabulary size), filled
     # in by the training job rather than written under `model:` in conf/.
     data_fields: ClassVar[tuple[str, ...]] = ()
@@ -129,8 +138,13 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         self,
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
+        gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
-        """Build ``input_ids`` and ``attention_mask`` ``[B, L]`` (right-padded, left-truncated)."""
+        """Build ``input_ids`` and ``attention_mask`` ``[B, L]`` (right-padded, left-truncated).
+
+        ``gaps`` (days since the previous token, aligned with ``tokens``) is read by the
+        encoders whose config sets ``use_time_gaps`` and ignored by the others.
+        """
 
     @abc.abstractmethod
     def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:
@@ -142,6 +156,16 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     def max_len(self) -> int:
         """Longest input kept, in tokens (older tokens are cut)."""
         return int(self.config.max_len)
+
+    @property
+    def uses_time_gaps(self) -> bool:
+        """Whether :meth:`inputs` needs ``gaps`` (the config's ``use_time_gaps``, off when absent)."""
+        return bool(getattr(self.config, "use_time_gaps", False))
+
+    @property
+    def input_columns(self) -> tuple[str, ...]:
+        """The sequence columns a batch reads: ``input_column``, plus ``gaps`` when time gaps are used."""
+        return (self.input_column, GAPS) if self.uses_time_gaps else (self.input_column,)
 
     @property
     def pooling(self) -> str:
@@ -168,6 +192,12 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         device = self.device
         return {name: value.to(device) for name, value in batch.items()}
 
+    @staticmethod
+    def _model_inputs(batch: Inputs) -> Inputs:
+        """The entries of ``batch`` the network reads: ids, mask and the optional extras :meth:`inputs` built."""
+        extras = {name: batch[name] for name in MODEL_EXTRA_INPUTS if name in batch}
+        return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"], **extras}
+
     def loss(self, batch: Inputs, model: torch.nn.Module | None = None) -> torch.Tensor:
         """Mean training loss over the labelled positions of ``batch`` (a scalar).
 
@@ -176,11 +206,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         """
         module = self.model if model is None else model
         batch = self._on_device(batch)
-        output = module(
-            input_ids=batch["input_ids"],
-            attention_mask=batch["attention_mask"],
-            labels=batch["labels"],
-        )
+        output = module(**self._model_inputs(batch), labels=batch["labels"])
         loss: torch.Tensor = output.loss
         return loss
 
@@ -189,9 +215,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         """Loss sum, correct predictions and count over the labelled positions (no grad)."""
         batch = self._on_device(batch)
         with self._eval_mode():
-            logits = self.model(
-                input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-            ).logits  # [B, L, V]
+            logits = self.model(**self._model_inputs(batch)).logits  # [B, L, V]
         labels = batch["labels"]  # [B, L]
         if self.causal:
             # Position t predicts token t + 1.
@@ -225,7 +249,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     def hidden_states(self, inputs: Inputs) -> torch.Tensor:
         """Last hidden states of the base model (no task head), ``[B, L, H]``."""
         inputs = self._on_device(inputs)
-        output = self.model.base_model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+        output = self.model.base_model(**self._model_inputs(inputs))
         hidden: torch.Tensor = output.last_hidden_state  # [B, L, H]
         return hidden
 
@@ -250,11 +274,7 @@ class SequenceEncoder(abc.ABC, Generic[C]):
             self.model.set_attn_implementation("eager")
         try:
             with self._eval_mode():
-                output = self.model.base_model(
-                    input_ids=inputs["input_ids"],
-                    attention_mask=inputs["attention_mask"],
-                    output_attentions=True,
-                )
+                output = self.model.base_model(**self._model_inputs(inputs), output_attentions=True)
         finally:
             if previous != "eager":
                 self.model.set_attn_implementation(previous)
@@ -342,6 +362,7 @@ class HfTextEncoder(SequenceEncoder[C]):
         self,
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
+        gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         if texts is None:
             raise ValueError(f"{self.kind} encoder reads texts, got texts=None")

@@ -14,6 +14,13 @@ probability ``mask_prob`` and *every* chosen position is replaced by ``[mask]`` 
 (``mask_last_prob``) a fraction of the sequences has only its last action masked, which
 matches the next-action use at inference.
 
+Time gaps (``use_time_gaps``, off by default so that earlier results stay put): the days
+since the previous token are bucketed as ``floor(log2(1 + days))`` (``gap_buckets``, the
+last open-ended) and embedded through BERT's token-type embedding, added to the action and
+position embeddings. A masked action keeps its gap: the model learns what happens *when*,
+and in the ranking below the held-out action's gap is known (the time of the next event,
+as in time-aware recommenders).
+
 Evaluation (:meth:`Bert4RecEncoder.next_action_metrics`): time-ordered leave-one-out.
 Each sequence's last action is held out, the input is the sequence without it followed
 by ``[mask]`` and the model ranks *all* actions (special ids excluded, no sampled
@@ -40,9 +47,11 @@ from custembed.encoders.base import RankingMetrics, SequenceEncoder
 from custembed.encoders.masking import (
     Inputs,
     check_fraction,
+    check_gaps,
     check_pooling,
     choose_positions,
     corrupt,
+    gap_buckets,
     pad_right_keep_recent,
 )
 from custembed.nextitem import full_ranks
@@ -71,6 +80,13 @@ class Bert4RecConfig:
         metadata={"help": "Fraction of sequences whose only masked action is the last one."},
     )
     pooling: str = field(default="mean", metadata={"help": "Default pooling: mean, first or last."})
+    use_time_gaps: bool = field(
+        default=False,
+        metadata={"help": "Add an embedding of the bucketed days since the previous token (sequences.gaps)."},
+    )
+    gap_buckets: int = field(
+        default=12, metadata={"help": "Gap buckets: floor(log2(1 + days)), the last one open-ended."}
+    )
     no_action_id: int | None = field(
         default=None,
         metadata={
@@ -100,6 +116,8 @@ class Bert4RecConfig:
         check_fraction("dropout", self.dropout)
         check_fraction("mask_last_prob", self.mask_last_prob)
         check_pooling(self.pooling)
+        if self.gap_buckets < 2:
+            raise ValueError(f"gap_buckets must be at least 2, got {self.gap_buckets}")
 
 
 def bert_config(config: Bert4RecConfig) -> BertConfig:
@@ -113,7 +131,8 @@ def bert_config(config: Bert4RecConfig) -> BertConfig:
         hidden_dropout_prob=config.dropout,
         attention_probs_dropout_prob=config.dropout,
         max_position_embeddings=config.max_len,
-        type_vocab_size=1,
+        # the token-type embedding carries the gap bucket when time gaps are used
+        type_vocab_size=config.gap_buckets if config.use_time_gaps else 1,
         pad_token_id=config.pad_id,
         tie_word_embeddings=True,
     )
@@ -172,6 +191,7 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         self,
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
+        gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         if tokens is None:
             raise ValueError("bert4rec encoder reads action ids, got tokens=None")
@@ -182,7 +202,12 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
             if low < 0 or high >= self.config.vocab_size:
                 bad = low if low < 0 else high
                 raise ValueError(f"sequence {row} holds id {bad} outside [0, {self.config.vocab_size})")
-        return pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
+        batch = pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
+        if self.config.use_time_gaps:
+            batch["token_type_ids"] = gap_buckets(
+                check_gaps(tokens, gaps, self.kind), max_len=self.max_len, buckets=self.config.gap_buckets
+            )
+        return batch
 
     def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:
         input_ids = inputs["input_ids"]  # [B, L]
@@ -246,8 +271,9 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         no_action = real & (targets == self.config.no_action_id) if self.config.no_action_id is not None else None
         valid = real if no_action is None else real & ~no_action  # [B] action targets only
         input_ids[rows, last] = self.config.mask_id
+        model_inputs = {**self._model_inputs(inputs), "input_ids": input_ids}
         with self._eval_mode():
-            hidden = self.model.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            hidden = self.model.bert(**model_inputs).last_hidden_state
             scores = self.model.cls(hidden[rows, last]).float()  # [B, V]
         # [B], 0 = ranked first; ties pessimistic (rows without a real target are left out below)
         rank = full_ranks(scores, targets.clamp(min=self.config.n_special), first_item=self.config.n_special)

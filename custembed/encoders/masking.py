@@ -45,6 +45,30 @@ def pad_right_keep_recent(sequences: Sequence[Sequence[int]], *, max_len: int, p
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def check_gaps(
+    tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None, kind: str
+) -> Sequence[Sequence[int]]:
+    """``gaps`` when it has one entry per token of each sequence; else ``ValueError`` naming the row."""
+    if gaps is None:
+        raise ValueError(
+            f"this {kind} encoder uses time gaps (use_time_gaps) but got gaps=None: the sequences "
+            "predate the gaps column; rerun `custembed sequences` for that date"
+        )
+    if len(gaps) != len(tokens):
+        raise ValueError(f"{len(tokens)} sequences but {len(gaps)} gap lists")
+    for row, (seq, row_gaps) in enumerate(zip(tokens, gaps, strict=True)):
+        if row_gaps is None or len(row_gaps) != len(seq):
+            got = None if row_gaps is None else len(row_gaps)
+            raise ValueError(f"sequence {row}: {len(seq)} tokens but gaps of length {got}")
+    return gaps
+
+
+def gap_buckets(gaps: Sequence[Sequence[int]], *, max_len: int, buckets: int) -> torch.Tensor:
+    """``floor(log2(1 + days))`` capped at ``buckets - 1``, padded like the tokens: ``[B, L]`` int64."""
+    days = pad_right_keep_recent(gaps, max_len=max_len, pad_id=0)["input_ids"].clamp(min=0)  # [B, L]
+    return torch.log2(days.double() + 1.0).floor().long().clamp(max=buckets - 1)
+
+
 def _uniform(shape: tuple[int, ...], generator: torch.Generator, device: torch.device) -> torch.Tensor:
     # Draw on the generator's device (CPU normally) so that runs are reproducible everywhere.
     return torch.rand(shape, generator=generator, device=generator.device).to(device)

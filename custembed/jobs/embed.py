@@ -36,11 +36,11 @@ VECTOR_SCHEMA = "customer_id string, vector array<float>"
 def embed_sequences(
     sequences: DataFrame, *, model_dir: str, batch_size: int, pooling: str | None, threads: int
 ) -> DataFrame:
-    """(customer_id, tokens, text, ...) → (customer_id, vector) with the encoder saved in ``model_dir``."""
+    """(customer_id, tokens, text, gaps, ...) → (customer_id, vector) with the encoder saved in ``model_dir``."""
     from custembed.udfs.embed import embed_partitions
 
     fn = embed_partitions(model_dir, batch_size=batch_size, pooling=pooling, threads=threads)
-    return sequences.select(schemas.CUSTOMER_ID, "tokens", "text").mapInPandas(fn, VECTOR_SCHEMA)
+    return sequences.select(schemas.CUSTOMER_ID, "tokens", "text", schemas.GAPS).mapInPandas(fn, VECTOR_SCHEMA)
 
 
 def count_vectors(sequences: DataFrame, *, vocab_size: int, no_action_id: int) -> DataFrame:

@@ -304,6 +304,18 @@ def duplicate_rows(
     )
 
 
+def _day_gaps(packed: Column) -> Column:
+    """Whole UTC days between each packed time and the one before it (0 for the first), as array<int>.
+
+    Days are counted between calendar days (``floor(seconds / 86400)``), so an event at 23:59
+    and one at 00:01 the next day are 1 day apart, two events on one day 0 days.
+    """
+    days = F.transform(packed, lambda x: F.floor((F.shiftright(x, ACTION_BITS) - F.lit(OFFSET)) / 86400))
+    # each day minus the day before it: the array shifted right by one, its first day repeated
+    previous = F.concat(F.slice(days, 1, 1), F.slice(days, 1, F.size(days) - 1))
+    return F.zip_with(days, previous, lambda day, before: (day - before).cast("int"))
+
+
 def build_sequences(
     timelines: DataFrame,
     *,
@@ -321,7 +333,10 @@ def build_sequences(
     the 1st does not end every sequence with ``no action`` for a month that has
     just begun (events in that month are kept). The rule is the same for both
     views. The most recent ``max_len`` actions are kept; ``full_len`` is the
-    length before truncation. Output: the ``sequences`` columns without
+    length before truncation. ``gaps`` holds, per kept token, the whole UTC days
+    since the token before it (``no action`` tokens included, at their month's
+    first day; 0 for the customer's first token), computed before truncation and
+    cut with the tokens. Output: the ``sequences`` columns without
     ``dt``/``view``.
     """
     if max_len < 1:
@@ -358,10 +373,12 @@ def build_sequences(
             ).alias("_empty"),
         )
         .select("*", F.array_sort(F.concat("_kept", F.transform("_empty", month_token))).alias("_all"))
-        .select("*", F.size("_all").alias("_n"))
+        .select("*", F.size("_all").alias("_n"), _day_gaps(F.col("_all")).alias("_gaps"))
         .select(
             "*",
             F.slice("_all", F.greatest(F.col("_n") - F.lit(max_len) + 1, F.lit(1)), max_len).alias("_last"),
+            # gaps are taken before truncation: the first kept token keeps its gap to the one cut before it
+            F.slice("_gaps", F.greatest(F.col("_n") - F.lit(max_len) + 1, F.lit(1)), max_len).alias(schemas.GAPS),
         )
         .select("*", F.transform("_last", lambda x: x.bitwiseAND(F.lit(mask)).cast("int")).alias("tokens"))
     )
@@ -380,6 +397,7 @@ def build_sequences(
         F.size("_empty").alias("n_no_action"),
         to_time(F.element_at("_kept", 1)).alias("first_event_time"),
         to_time(F.element_at("_kept", -1)).alias("last_event_time"),
+        F.col(schemas.GAPS),
     )
 
 

@@ -11,7 +11,9 @@ Spark's ``TorchDistributor`` pickles :func:`train` with a :class:`~custembed.tra
   that was never stopped.
 * Rank 0 checkpoints (:mod:`.checkpoint`) every ``checkpoint_every`` steps, at the end
   of each epoch and at the end; a run finding a checkpoint resumes from the newest.
-* After each epoch: masked-token loss and accuracy on the held-out customers (and, for
+* After each epoch: masked-token loss and accuracy on the held-out customers (for a
+  contrastive encoder such as CoLES: its loss on fixed sub-sequence views and the share of
+  views whose nearest view is the same customer's; and, for
   encoders that rank items, HR@k / NDCG@k of their last item through
   ``SequenceEncoder.ranking_metrics``), summed over ranks. Early stopping watches that
   loss. The saved encoder has the weights of the epoch with the lowest validation loss
@@ -46,7 +48,7 @@ from custembed.encoders.base import SequenceEncoder
 from custembed.encoders.masking import Inputs
 from custembed.encoders.registry import build_encoder, load_encoder
 from custembed.training.checkpoint import Position, TrainState, resume, save_checkpoint
-from custembed.training.data import TOKENS, ParquetShardLoader
+from custembed.training.data import GAPS, TOKENS, ParquetShardLoader
 from custembed.training.distributed import DistContext, all_reduce, init_distributed
 from custembed.training.mlflow_sink import MlflowSink
 from custembed.training.spec import TrainSpec
@@ -108,9 +110,10 @@ def _build(spec: TrainSpec) -> SequenceEncoder[Any]:
 
 
 def _batch_inputs(encoder: SequenceEncoder[Any], rows: Mapping[str, list[Any]]) -> Inputs:
+    gaps = rows.get(GAPS)  # read only for encoders that use time gaps (SequenceEncoder.input_columns)
     if encoder.input_column == TOKENS:
-        return encoder.inputs(tokens=rows[TOKENS])
-    return encoder.inputs(texts=rows[encoder.input_column])
+        return encoder.inputs(tokens=rows[TOKENS], gaps=gaps)
+    return encoder.inputs(texts=rows[encoder.input_column], gaps=gaps)
 
 
 def _validate(
@@ -277,15 +280,15 @@ def _run(spec: TrainSpec, ctx: DistContext, started: float) -> dict[str, Any]:
 
 
 def _loaders(
-    spec: TrainSpec, ctx: DistContext, column: str
+    spec: TrainSpec, ctx: DistContext, columns: tuple[str, ...]
 ) -> tuple[ParquetShardLoader, ParquetShardLoader | None, int]:
-    """This rank's training and validation readers of ``column``, and the batches per epoch of every rank."""
+    """This rank's training and validation readers of ``columns``, and the batches per epoch of every rank."""
     data_filter = pq.filters_to_expression([list(t) for t in spec.data_filter]) if spec.data_filter else None
 
     def loader(split: str) -> ParquetShardLoader:
         return ParquetShardLoader(
             spec.data_path,
-            columns=(column,),
+            columns=columns,
             batch_size=spec.batch_size,
             rank=ctx.rank,
             world_size=ctx.world_size,
@@ -303,7 +306,8 @@ def _loaders(
     if n_batches == 0:
         raise ValueError(
             f"some rank has fewer than batch_size={spec.batch_size} training sequences in "
-            f"{spec.data_path}; lower batch_size or use fewer ranks"
+            f"{spec.data_path} (rows with {', '.join(columns)} null or empty are left out); "
+            "lower batch_size or use fewer ranks"
         )
     return train_loader, val_loader, n_batches
 
@@ -314,7 +318,7 @@ def _set_up(spec: TrainSpec, ctx: DistContext) -> _Run:
     encoder = _build(spec).to(ctx.device)
     torch.manual_seed(spec.seed + ctx.rank)  # distinct dropout streams per rank
     mask_generator = torch.Generator().manual_seed(spec.seed * 7919 + ctx.rank)
-    train_loader, val_loader, n_batches = _loaders(spec, ctx, encoder.input_column)
+    train_loader, val_loader, n_batches = _loaders(spec, ctx, encoder.input_columns)
     planned = spec.epochs * n_batches
     last_step = planned if spec.max_steps is None else min(planned, spec.max_steps)
 
@@ -494,7 +498,7 @@ def _compare(run: _Run) -> dict[str, float]:
     except (OSError, ValueError) as e:  # the same directory on every rank: all skip alike
         log.warning("cannot load the encoder to compare with from %s: %s", spec.compare_dir, e)
         return {}
-    if champion.kind != run.state.encoder.kind or champion.input_column != run.state.encoder.input_column:
+    if champion.kind != run.state.encoder.kind or champion.input_columns != run.state.encoder.input_columns:
         log.warning(
             "not comparing with %s: a %s encoder, this run trains %s",
             spec.compare_dir,

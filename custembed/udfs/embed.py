@@ -61,7 +61,8 @@ def load_cached(model_dir: str, threads: int, device: str = "cpu") -> SequenceEn
 def embed_frame(
     encoder: SequenceEncoder[Any], frame: pd.DataFrame, *, batch_size: int, pooling: str | None = None
 ) -> np.ndarray:
-    """Vectors ``[n, H]`` float32 of the sequences in ``frame`` (``tokens`` or ``text`` column), in row order."""
+    """Vectors ``[n, H]`` float32 of the sequences in ``frame`` (``tokens`` or ``text`` column, and
+    ``gaps`` for encoders that use time gaps), in row order."""
     import torch
 
     n = len(frame)
@@ -70,16 +71,23 @@ def embed_frame(
         return out
     column = getattr(encoder, "input_column", "text")
     values = frame[column].tolist()
+    gaps = frame["gaps"].tolist() if getattr(encoder, "uses_time_gaps", False) else None
+    if gaps is not None and any(g is None for g in gaps):
+        raise ValueError(
+            f"the {encoder.kind} encoder reads time gaps, and some sequences have none: they were "
+            "written before the gaps column existed; rerun `custembed sequences` for that date"
+        )
     lengths = np.array([len(v) for v in values])
     order = np.argsort(lengths, kind="stable")
     with torch.inference_mode():
         for lo in range(0, n, batch_size):
             idx = order[lo : lo + batch_size]
             batch = [values[i] for i in idx]
+            batch_gaps = None if gaps is None else [list(map(int, gaps[i])) for i in idx]
             if column == "tokens":
-                inputs = encoder.inputs(tokens=[list(map(int, b)) for b in batch])
+                inputs = encoder.inputs(tokens=[list(map(int, b)) for b in batch], gaps=batch_gaps)
             else:
-                inputs = encoder.inputs(texts=batch)
+                inputs = encoder.inputs(texts=batch, gaps=batch_gaps)
             out[idx] = encoder.embed(inputs, pooling).float().cpu().numpy()  # [B, H]
     return out
 
@@ -87,7 +95,7 @@ def embed_frame(
 def embed_partitions(
     model_dir: str, *, batch_size: int, pooling: str | None, threads: int
 ) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """A ``mapInPandas`` function: (customer_id, tokens, text) → (customer_id, vector array<float>)."""
+    """A ``mapInPandas`` function: (customer_id, tokens, text, gaps) → (customer_id, vector array<float>)."""
 
     def run(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -93,6 +93,14 @@ def make_encoder(tiny_electra_dir: Path, tiny_llama_dir: Path) -> Callable[..., 
                 "num_heads": 2,
                 "max_len": 16,
             },
+            "coles": {
+                "vocab_size": BERT4REC_VOCAB,
+                "hidden_size": 32,
+                "embedding_dim": 16,
+                "max_len": 16,
+                "min_view_len": 2,
+                "max_view_len": 8,
+            },
             "mlm": {"checkpoint": str(tiny_electra_dir), "max_len": 16},
             "causal_lm": {"checkpoint": str(tiny_llama_dir), "max_len": 16},
         }
@@ -112,13 +120,20 @@ def action_text(sequence: list[int]) -> str:
     return " ".join(ACTION_WORDS[a] for a in sequence)
 
 
+def action_gaps(sequence: list[int]) -> list[int]:
+    """Days since the previous action, made up from the actions (0 for the first)."""
+    return [0, *((a * 7) % 40 for a in sequence[1:])]
+
+
 @pytest.fixture
 def to_inputs() -> Callable[[SequenceEncoder[Any], list[list[int]]], dict[str, torch.Tensor]]:
-    """``to_inputs(encoder, sequences)``: inputs of action numbers in the form ``encoder`` reads."""
+    """``to_inputs(encoder, sequences)``: inputs of action numbers in the form ``encoder`` reads
+    (with made-up time gaps, which the encoders that do not use them ignore)."""
 
     def convert(encoder: SequenceEncoder[Any], sequences: list[list[int]]) -> dict[str, torch.Tensor]:
+        gaps = [action_gaps(s) for s in sequences]
         if encoder.input_column == "tokens":
-            return encoder.inputs(tokens=[action_ids(s) for s in sequences])
-        return encoder.inputs(texts=[action_text(s) for s in sequences])
+            return encoder.inputs(tokens=[action_ids(s) for s in sequences], gaps=gaps)
+        return encoder.inputs(texts=[action_text(s) for s in sequences], gaps=gaps)
 
     return convert

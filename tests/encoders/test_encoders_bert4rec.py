@@ -167,3 +167,32 @@ def test_action_names_are_saved_with_the_weights(make_encoder: MakeEncoder, tmp_
     assert isinstance(loaded, Bert4RecEncoder) and loaded.actions == tuple(names)
     with pytest.raises(ValueError, match="31 action names"):
         Bert4RecEncoder.create(vocab_size=33, actions=[*names, "extra"])
+
+
+def test_time_gaps_are_off_by_default_and_ride_on_the_token_type_embedding(
+    make_encoder: MakeEncoder, tmp_path: Path
+) -> None:
+    tokens, gaps = [[3, 4, 5, 6, 7], [8, 9]], [[0, 1, 3, 100, 5000], [0, 7]]
+    plain = make_encoder("bert4rec")
+    assert not plain.uses_time_gaps and plain.input_columns == ("tokens",)
+    assert "token_type_ids" not in plain.inputs(tokens=tokens, gaps=gaps)
+    assert plain.model.config.type_vocab_size == 1  # the network of earlier results, unchanged
+
+    timed = make_encoder("bert4rec", use_time_gaps=True, gap_buckets=12)
+    assert timed.input_columns == ("tokens", "gaps") and timed.model.config.type_vocab_size == 12
+    inputs = timed.inputs(tokens=tokens, gaps=gaps)
+    # floor(log2(1 + days)), the last bucket open-ended; padding in bucket 0
+    expected = [[min(11, int(math.log2(1 + d))) for d in row] for row in gaps]
+    assert inputs["token_type_ids"].tolist() == [expected[0], [*expected[1], 0, 0, 0]]
+    assert expected[0] == [0, 1, 2, 6, 11]
+    with pytest.raises(ValueError, match="gaps=None"):
+        timed.inputs(tokens=tokens)
+
+    later = timed.inputs(tokens=tokens, gaps=[[0, 1, 3, 100, 9], [0, 7]])
+    assert not torch.allclose(timed.embed(inputs)[0], timed.embed(later)[0])
+    masked = timed.mask(inputs, torch.Generator().manual_seed(0))
+    assert torch.equal(masked["token_type_ids"], inputs["token_type_ids"])  # masked actions keep their gap
+    assert torch.isfinite(timed.loss(masked)) and timed.ranking_metrics(inputs, 5) is not None
+    timed.save(tmp_path / "timed")
+    loaded = load_encoder(tmp_path / "timed")
+    assert torch.equal(loaded.embed(loaded.inputs(tokens=tokens, gaps=gaps)), timed.embed(inputs))

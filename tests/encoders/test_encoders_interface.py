@@ -20,6 +20,8 @@ from custembed.encoders import (
 from custembed.encoders.masking import IGNORE_INDEX
 
 KINDS = sorted(encoder_classes())
+# kinds whose `mask` labels positions (masked or causal LM); contrastive kinds label views (test_coles.py)
+TOKEN_KINDS = [kind for kind, cls in sorted(encoder_classes().items()) if cls.objective == "tokens"]
 MakeEncoder = Callable[..., SequenceEncoder[Any]]
 ToInputs = Callable[[SequenceEncoder[Any], list[list[int]]], dict[str, torch.Tensor]]
 
@@ -50,8 +52,9 @@ def special_ids(encoder: SequenceEncoder[Any]) -> set[int]:
     return set(encoder.tokenizer.all_special_ids)
 
 
-def test_registry_holds_the_three_kinds() -> None:
-    assert KINDS == ["bert4rec", "causal_lm", "mlm"]
+def test_registry_holds_the_four_kinds() -> None:
+    assert KINDS == ["bert4rec", "causal_lm", "coles", "mlm"]
+    assert TOKEN_KINDS == ["bert4rec", "causal_lm", "mlm"]
     assert all(cls.kind == kind for kind, cls in encoder_classes().items())
 
 
@@ -82,6 +85,15 @@ def test_output_shapes(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
         assert encoder.embed(inputs, pooling=pooling).shape == (2, encoder.hidden_size)
     assert encoder.hidden_size == 32
 
+    if encoder.objective == "contrastive":
+        with pytest.raises(NotImplementedError, match="no attention"):
+            encoder.attentions(inputs)
+        masked = encoder.mask(inputs, torch.Generator().manual_seed(0))
+        assert masked["labels"].shape == (2 * encoder.config.views,)  # one label per view
+        loss = encoder.loss(masked)
+        assert loss.ndim == 0 and torch.isfinite(loss)
+        loss.backward()
+        return
     layers = encoder.attentions(inputs)
     assert len(layers) == 2
     real = attention_mask.bool()
@@ -116,7 +128,7 @@ def test_truncation_keeps_the_most_recent_actions(kind: str, make_encoder: MakeE
     assert len(kept) >= 4
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
 def test_mask_never_touches_padding_and_labels_each_sequence(
     kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
 ) -> None:
@@ -186,7 +198,7 @@ def test_save_then_load_gives_identical_vectors(
     assert (tmp_path / "saved" / "model.safetensors").is_file()
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", TOKEN_KINDS)
 def test_loss_falls_on_a_learnable_pattern(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs) -> None:
     encoder = make_encoder(kind)
     train, held_out = themed_sequences(256, seed=0), themed_sequences(32, seed=1)

@@ -17,7 +17,12 @@ from custembed.encoders.registry import ENCODERS
 
 MakeEncoder = Callable[..., SequenceEncoder[Any]]
 ToInputs = Callable[[SequenceEncoder[Any], list[list[int]]], dict[str, torch.Tensor]]
-SIBLINGS = {"custembed.encoders.bert4rec", "custembed.encoders.hf_mlm", "custembed.encoders.causal_lm"}
+SIBLINGS = {
+    "custembed.encoders.bert4rec",
+    "custembed.encoders.hf_mlm",
+    "custembed.encoders.causal_lm",
+    "custembed.encoders.coles",
+}
 
 
 def modules_after_import(statement: str) -> set[str]:
@@ -54,7 +59,7 @@ def test_registry_round_trip() -> None:
 
 
 def test_unknown_kind_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"'word2vec'.*\['bert4rec', 'causal_lm', 'mlm'\]"):
+    with pytest.raises(ValueError, match=r"'word2vec'.*\['bert4rec', 'causal_lm', 'coles', 'mlm'\]"):
         encoder_class("word2vec")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import itertools
 import json
 import os
 import time
@@ -85,6 +86,41 @@ def test_truncation_keeps_the_most_recent_and_records_full_length(spark) -> None
     rows = [("c1", ts(f"2023-01-{d:02d} 10:00:00"), "ASK" if d % 2 else "BUY", "tv") for d in range(1, 11)]
     out = sequences_of(spark, rows, max_len=3).select("tokens", "seq_len", "full_len").collect()
     assert out == [Row(tokens=[BUY_TV, ASK_TV, BUY_TV], seq_len=3, full_len=10)]  # days 8, 9, 10
+
+
+def day_gaps(days: list[dt.date]) -> list[int]:
+    """Days between consecutive dates, 0 first: the reference for the ``gaps`` column."""
+    return [0, *((later - earlier).days for earlier, later in itertools.pairwise(days))]
+
+
+def test_gaps_count_whole_days_since_the_previous_token_no_action_months_included(spark) -> None:
+    rows = [
+        ("c1", ts("2022-10-05 10:00:00"), "ASK", "tv"),
+        ("c1", ts("2022-10-05 23:00:00"), "BUY", "tv"),  # same day: 0
+        ("c1", ts("2022-10-06 00:30:00"), "ASK", "fridge"),  # 90 minutes later, the next day: 1
+        ("c1", ts("2023-01-20 09:00:00"), "BUY", "TV"),  # after two empty months (Nov, Dec)
+        ("c2", ts("2023-01-07 08:00:00"), "BUY", "fridge"),
+    ]
+    out = {r["customer_id"]: r for r in sequences_of(spark, rows).select("customer_id", "tokens", "gaps").collect()}
+    assert out["c1"]["tokens"] == [ASK_TV, BUY_TV, ASK_FRIDGE, NO, NO, BUY_TV]
+    # an empty month's token stands at its first day
+    token_days = [dt.date(2022, 10, 5), dt.date(2022, 10, 5), dt.date(2022, 10, 6)]
+    token_days += [dt.date(2022, 11, 1), dt.date(2022, 12, 1), dt.date(2023, 1, 20)]
+    assert out["c1"]["gaps"] == day_gaps(token_days) == [0, 0, 1, 26, 30, 50]
+    assert out["c2"]["tokens"] == [BUY_FRIDGE] and out["c2"]["gaps"] == [0]
+
+
+def test_gaps_are_truncated_with_the_tokens(spark) -> None:
+    days = [1, 2, 4, 7, 11, 16, 22, 29]
+    rows = [("c1", ts(f"2023-01-{d:02d} 10:00:00"), "ASK" if d % 2 else "BUY", "tv") for d in days]
+    full = sequences_of(spark, rows).select("tokens", "gaps").first()
+    cut = sequences_of(spark, rows, max_len=3).select("tokens", "gaps", "seq_len").first()
+    assert full is not None and cut is not None
+    assert full["gaps"] == day_gaps([dt.date(2023, 1, d) for d in days])
+    assert cut["seq_len"] == len(cut["tokens"]) == len(cut["gaps"]) == 3
+    assert cut["tokens"] == full["tokens"][-3:]
+    # the first kept token keeps its gap to the truncated one before it (day 11 -> 16), not 0
+    assert cut["gaps"] == full["gaps"][-3:] == [5, 6, 7]
 
 
 def test_ties_in_time_are_ordered_by_action_id(spark) -> None:

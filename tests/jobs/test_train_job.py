@@ -40,6 +40,7 @@ def _sequences(spark: Any, seed: int, n: int = 120) -> Any:
                     0,
                     when,
                     when,
+                    [0] + [1] * (len(tokens) - 1),  # gaps
                     RUN.isoformat(),
                     view,
                 )

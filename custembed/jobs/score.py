@@ -257,12 +257,18 @@ def labelled(embeddings: DataFrame, labels: DataFrame, *, window: str) -> DataFr
 
 
 def balance(train: DataFrame, *, fractions: dict[tuple[str, str], float], seed: int) -> DataFrame:
-    """Keep every buyer and a seeded ``fractions[(source, product)]`` share of non-buyers."""
+    """Keep every buyer and a seeded ``fractions[(source, product)]`` share of non-buyers.
+
+    A non-buyer is kept when a seeded hash of (customer, product) falls below the share: the
+    same rows on every rerun however the data is partitioned, and the same customers for
+    every source of a product (the sources are compared on like training sets).
+    """
     if not fractions:
         return train.limit(0)
     keys = F.create_map(*[x for (s, p), f in fractions.items() for x in (F.lit(f"{s}\u0001{p}"), F.lit(f))])
     keep = F.coalesce(F.try_element_at(keys, F.concat_ws("\u0001", "source", "product")), F.lit(0.0))
-    return train.where((F.col("label") == 1) | (F.rand(seed) < keep))
+    draw = F.pmod(F.xxhash64(schemas.CUSTOMER_ID, "product", F.lit(seed)), F.lit(FOLD_BUCKETS)) / F.lit(FOLD_BUCKETS)
+    return train.where((F.col("label") == 1) | (draw < keep))
 
 
 def undersample_fractions(train: DataFrame) -> dict[tuple[str, str], float]:

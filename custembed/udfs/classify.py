@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from custembed.tables import CLASSIFIER, LABEL, VECTOR
+from custembed.tables import CLASSIFIER, CUSTOMER_ID, LABEL, VECTOR
 
 CLASSIFIERS = ("random_forest", "xgboost", "lightgbm", "logistic_regression", "mlp", "knn")
 # Estimators without class or sample weights: class_weight repeats each buyer instead (the same balance).
@@ -173,6 +173,8 @@ def fit_groups(
 
     def run(group: pd.DataFrame) -> pd.DataFrame:
         t0 = time.perf_counter()
+        if CUSTOMER_ID in group.columns:  # rows arrive in shuffle order: fit on a fixed order, same model
+            group = group.sort_values(CUSTOMER_ID, kind="stable", ignore_index=True)
         classifier = str(group[CLASSIFIER].iloc[0])
         features = stack(group[VECTOR])
         labels = group[LABEL].to_numpy(dtype=np.int64)

@@ -236,3 +236,17 @@ def test_hybrid_vectors_concatenate_their_parts_per_customer_and_view(spark) -> 
         ("s+t", "train", "a"): [1.0, 2.0, 3.0],
         ("s+t", "current", "a"): [4.0, 5.0, 6.0],
     }
+
+
+def test_balanced_training_set_does_not_depend_on_partitioning(spark) -> None:  # type: ignore[no-untyped-def]
+    embeddings, labels = _embeddings_and_labels(spark)
+    plan = _plan(products=("p",))
+
+    def kept(partitions: int) -> set[tuple[str, str]]:
+        rows = training_set(embeddings.repartition(partitions), labels.repartition(partitions + 1), plan)
+        return {(r["source"], r["customer_id"]) for r in rows.collect()}
+
+    one, other = kept(1), kept(7)
+    assert one == other
+    # the same non-buyers kept for every source of the product: sources train on like sets
+    assert {c for s, c in one if s == "s"} == {c for s, c in one if s == "t"}

@@ -1,8 +1,9 @@
 """``custembed demo``: the whole pipeline on the embedded default, in one local Spark session.
 
-generate → sequences → train BERT4Rec and the fine-tuned LM (small budgets,
-``conf/demo.yaml``) → embed (both encoders and the counts baseline) → score →
-report; prints the model comparison and where the tables and the report are.
+generate → sequences → train BERT4Rec, CoLES and the fine-tuned LM (small budgets,
+``conf/demo.yaml``) → embed (the encoders and the counts baseline) → score (with the
+linear-probe and k-NN probes and the +counts hybrids) → report; prints the model
+comparison and where the tables and the report are.
 """
 
 from __future__ import annotations
@@ -77,8 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoders",
         nargs="+",
-        default=["bert4rec", "electra"],
-        help="encoders to train (names under train.encoders; default bert4rec electra)",
+        default=["bert4rec", "coles", "electra"],
+        help="encoders to train (names under train.encoders; default bert4rec coles electra)",
     )
 
 

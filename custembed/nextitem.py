@@ -132,3 +132,40 @@ def summarise(ranks: torch.Tensor, *, k: int, protocol: str) -> RankSummary:
     hit = ranks < k
     gain = torch.where(hit, 1.0 / torch.log2(ranks + 2.0), torch.zeros_like(ranks))
     return RankSummary(protocol, k, float(hit.double().mean()), float(gain.mean()), int(ranks.numel()))
+
+
+def last_action_metrics(
+    scores: torch.Tensor,
+    targets: torch.Tensor,
+    real: torch.Tensor,
+    *,
+    first_item: int,
+    no_action_id: int | None,
+    k: int,
+) -> dict[str, float]:
+    """HR@k and NDCG@k (full ranking) of each sequence's held-out last action, over action targets.
+
+    ``scores [B, V]`` are the model's scores for the held-out position, ``targets [B]`` the
+    held-out ids, ``real [B]`` which rows have a real target. Targets equal to
+    ``no_action_id`` are left out of the means and counted in ``no_action_share``. Returns
+    ``hr@k``, ``ndcg@k``, ``count`` (rows ranked), ``no_action_share`` and ``targets`` (rows
+    with a real target).
+    """
+    if k < 1:
+        raise ValueError(f"k must be positive, got {k}")
+    no_action = real & (targets == no_action_id) if no_action_id is not None else None
+    valid = real if no_action is None else real & ~no_action  # [B] action targets only
+    rank = full_ranks(scores, targets.clamp(min=first_item), first_item=first_item)  # rows not valid: ignored
+    hit = rank < k
+    gain = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
+    count, n_targets = int(valid.sum()), int(real.sum())
+    share = float(no_action.sum()) / n_targets if no_action is not None and n_targets else 0.0
+    extra = {"no_action_share": share, "targets": float(n_targets)}
+    if count == 0:
+        return {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, "count": 0.0, **extra}
+    return {
+        f"hr@{k}": float(hit[valid].double().mean()),
+        f"ndcg@{k}": float(gain[valid].mean()),
+        "count": float(count),
+        **extra,
+    }

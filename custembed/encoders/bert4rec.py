@@ -46,6 +46,7 @@ from transformers import BertConfig, BertForMaskedLM
 from custembed.encoders.base import RankingMetrics, SequenceEncoder
 from custembed.encoders.masking import (
     Inputs,
+    check_action_ids,
     check_fraction,
     check_gaps,
     check_pooling,
@@ -54,7 +55,7 @@ from custembed.encoders.masking import (
     gap_buckets,
     pad_right_keep_recent,
 )
-from custembed.nextitem import full_ranks
+from custembed.nextitem import last_action_metrics
 
 ACTIONS_FILE = "actions.json"
 RANKING_PROTOCOL = "full ranking, leave-last-out, action targets, pessimistic ties"
@@ -193,15 +194,7 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         texts: Sequence[str] | None = None,
         gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
-        if tokens is None:
-            raise ValueError("bert4rec encoder reads action ids, got tokens=None")
-        for row, seq in enumerate(tokens):
-            if len(seq) == 0:
-                raise ValueError(f"sequence {row} is empty; drop customers without actions first")
-            low, high = min(seq), max(seq)
-            if low < 0 or high >= self.config.vocab_size:
-                bad = low if low < 0 else high
-                raise ValueError(f"sequence {row} holds id {bad} outside [0, {self.config.vocab_size})")
+        tokens = check_action_ids(tokens, vocab_size=self.config.vocab_size, kind=self.kind)
         batch = pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
         if self.config.use_time_gaps:
             batch["token_type_ids"] = gap_buckets(
@@ -259,8 +252,6 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         scored), ``no_action_share`` (share of ``no action`` among the real targets) and
         ``targets`` (sequences with a real target).
         """
-        if k < 1:
-            raise ValueError(f"k must be positive, got {k}")
         inputs = self._on_device(inputs)
         input_ids = inputs["input_ids"].clone()  # [B, L]
         attention_mask = inputs["attention_mask"]  # [B, L]
@@ -268,25 +259,11 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
         last = (attention_mask.sum(dim=1) - 1).clamp(min=0)  # [B]
         targets = input_ids[rows, last]  # [B]
         real = (attention_mask.sum(dim=1) > 0) & (targets >= self.config.n_special)  # [B]
-        no_action = real & (targets == self.config.no_action_id) if self.config.no_action_id is not None else None
-        valid = real if no_action is None else real & ~no_action  # [B] action targets only
         input_ids[rows, last] = self.config.mask_id
         model_inputs = {**self._model_inputs(inputs), "input_ids": input_ids}
         with self._eval_mode():
             hidden = self.model.bert(**model_inputs).last_hidden_state
             scores = self.model.cls(hidden[rows, last]).float()  # [B, V]
-        # [B], 0 = ranked first; ties pessimistic (rows without a real target are left out below)
-        rank = full_ranks(scores, targets.clamp(min=self.config.n_special), first_item=self.config.n_special)
-        hit = rank < k
-        gain = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), 0.0)
-        count, n_targets = int(valid.sum()), int(real.sum())
-        share = float(no_action.sum()) / n_targets if no_action is not None and n_targets else 0.0
-        extra = {"no_action_share": share, "targets": float(n_targets)}
-        if count == 0:
-            return {f"hr@{k}": 0.0, f"ndcg@{k}": 0.0, "count": 0.0, **extra}
-        return {
-            f"hr@{k}": float(hit[valid].double().mean()),
-            f"ndcg@{k}": float(gain[valid].mean()),
-            "count": float(count),
-            **extra,
-        }
+        return last_action_metrics(
+            scores, targets, real, first_item=self.config.n_special, no_action_id=self.config.no_action_id, k=k
+        )

@@ -49,7 +49,14 @@ from transformers import PreTrainedConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from custembed.encoders.base import MaskedTokenStats, SequenceEncoder
-from custembed.encoders.masking import Inputs, check_fraction, check_gaps, check_pooling, pad_right_keep_recent
+from custembed.encoders.masking import (
+    Inputs,
+    check_action_ids,
+    check_fraction,
+    check_gaps,
+    check_pooling,
+    pad_right_keep_recent,
+)
 
 GAPS = "gaps"  # the batch entry (and Parquet column) holding days since the previous token
 GAP_SCALE = math.log1p(365.0)  # log1p(days) / GAP_SCALE: a year apart is 1.0
@@ -279,15 +286,7 @@ class ColesEncoder(SequenceEncoder[ColesConfig]):
         gaps: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         """``input_ids``, ``attention_mask`` and (with ``use_time_gaps``) ``gaps``, all ``[B, L]``."""
-        if tokens is None:
-            raise ValueError("coles encoder reads action ids, got tokens=None")
-        for row, seq in enumerate(tokens):
-            if len(seq) == 0:
-                raise ValueError(f"sequence {row} is empty; drop customers without actions first")
-            low, high = min(seq), max(seq)
-            if low < 0 or high >= self.config.vocab_size:
-                bad = low if low < 0 else high
-                raise ValueError(f"sequence {row} holds id {bad} outside [0, {self.config.vocab_size})")
+        tokens = check_action_ids(tokens, vocab_size=self.config.vocab_size, kind=self.kind)
         batch = pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
         if not self.config.use_time_gaps:
             return batch

@@ -45,6 +45,20 @@ def pad_right_keep_recent(sequences: Sequence[Sequence[int]], *, max_len: int, p
     return {"input_ids": input_ids, "attention_mask": attention_mask}
 
 
+def check_action_ids(tokens: Sequence[Sequence[int]] | None, *, vocab_size: int, kind: str) -> Sequence[Sequence[int]]:
+    """``tokens`` when every sequence is non-empty and in ``[0, vocab_size)``; else ``ValueError`` naming the row."""
+    if tokens is None:
+        raise ValueError(f"{kind} encoder reads action ids, got tokens=None")
+    for row, seq in enumerate(tokens):
+        if len(seq) == 0:
+            raise ValueError(f"sequence {row} is empty; drop customers without actions first")
+        low, high = min(seq), max(seq)
+        if low < 0 or high >= vocab_size:
+            bad = low if low < 0 else high
+            raise ValueError(f"sequence {row} holds id {bad} outside [0, {vocab_size})")
+    return tokens
+
+
 def check_gaps(
     tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None, kind: str
 ) -> Sequence[Sequence[int]]:

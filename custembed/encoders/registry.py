@@ -24,6 +24,7 @@ ENCODERS: Mapping[str, str] = MappingProxyType(
         "bert4rec": "custembed.encoders.bert4rec:Bert4RecEncoder",
         "mlm": "custembed.encoders.hf_mlm:MlmEncoder",
         "causal_lm": "custembed.encoders.causal_lm:CausalLmEncoder",
+        "sasrec": "custembed.encoders.sasrec:SasRecEncoder",
         "coles": "custembed.encoders.coles:ColesEncoder",
     }
 )

@@ -262,6 +262,56 @@ def _champion_dir(tracking: Tracking, encoder_name: str, alias: str, work: str) 
     return version, target
 
 
+def registered_version(tracking: Tracking, encoder_name: str, key: str) -> str | None:
+    """The newest registered version trained from the sequences and config of training ``key``, if any."""
+    for version, tags in tracking.versions(encoder_name):
+        if tags.get(TAG_TRAINING_KEY) == key:
+            return version
+    return None
+
+
+def already_registered(
+    lake: Lake,
+    tracking: Tracking,
+    cfg: Config,
+    encoder_name: str,
+    version: str,
+    *,
+    run_date: dt.date,
+    promote: str | None,
+    started: dt.datetime,
+) -> dict[str, Any]:
+    """A rerun of a training already registered: no new version; the alias moves to it only if asked."""
+    from custembed.jobs.common import record_run
+
+    alias = cfg.train.alias
+    if promote == "always":
+        tracking.record_promotion(encoder_name, version, alias, promoted=True, reason="asked (--promote) on a rerun")
+    holder = tracking.alias_version(encoder_name, alias)
+    note = f"alias {alias}" if holder == version else f"{alias} is version {holder}"
+    log.info(
+        "train %s: version %s was trained from the same sequences and training config: not training or "
+        "registering it again (%s); change either, or rerun `sequences`, to train afresh",
+        encoder_name,
+        version,
+        note,
+    )
+    summary = {
+        "encoder": encoder_name,
+        "model": f"{tracking.model_name(encoder_name)} version {version} (already registered; {note})",
+        "already_registered": True,
+    }
+    record_run(
+        lake,
+        job=f"train:{encoder_name}",
+        run_date=run_date,
+        started=started,
+        status="succeeded",
+        details=json.dumps(summary),
+    )
+    return summary
+
+
 def run(
     spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: str, promote: str | None = None
 ) -> dict[str, Any]:
@@ -295,12 +345,17 @@ def run(
         "snapshot_files": files,
     }
     source = training_source(sequences_files(sequences, run_date), training)
+    tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
+    registered = registered_version(tracking, encoder_name, source["key"])
+    if registered is not None:
+        return already_registered(
+            lake, tracking, cfg, encoder_name, registered, run_date=run_date, promote=promote, started=started
+        )
     work = training_dir(lake.path("training", encoder_name, day), source)
     data_dir = lakefs.join(work, "data")
     rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir)
     cutoff = train_cutoff(sequences)
     output_dir = lakefs.join(work, "encoder")
-    tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
     # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(
         f"{encoder_name}/{day}/{source['key']}",

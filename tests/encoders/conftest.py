@@ -101,6 +101,7 @@ def make_encoder(tiny_electra_dir: Path, tiny_llama_dir: Path) -> Callable[..., 
                 "min_view_len": 2,
                 "max_view_len": 8,
             },
+            "sasrec": {"vocab_size": BERT4REC_VOCAB, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_len": 16},
             "mlm": {"checkpoint": str(tiny_electra_dir), "max_len": 16},
             "causal_lm": {"checkpoint": str(tiny_llama_dir), "max_len": 16},
         }

@@ -196,3 +196,20 @@ def test_time_gaps_are_off_by_default_and_ride_on_the_token_type_embedding(
     timed.save(tmp_path / "timed")
     loaded = load_encoder(tmp_path / "timed")
     assert torch.equal(loaded.embed(loaded.inputs(tokens=tokens, gaps=gaps)), timed.embed(inputs))
+
+
+def test_sasrec_learns_a_deterministic_next_action_and_ranks_it_first(make_encoder, to_inputs) -> None:  # type: ignore[no-untyped-def]
+    # every sequence walks 3 -> 4 -> ... in order: the next action is always the previous + 1
+    encoder = make_encoder("sasrec", dropout=0.0)
+    sequences = [list(range(3 + s, 3 + s + 6)) for s in range(8)]
+    inputs = to_inputs(encoder, sequences)
+    optimiser = torch.optim.Adam(encoder.model.parameters(), lr=0.01)
+    before = encoder.next_action_metrics(inputs, k=1)["hr@1"]
+    for _ in range(150):
+        optimiser.zero_grad()
+        encoder.loss(encoder.mask(inputs, torch.Generator())).backward()
+        optimiser.step()
+    after = encoder.next_action_metrics(inputs, k=1)
+    assert after["count"] == 8 and after["hr@1"] == 1.0 > before
+    # the embedding is the state after the last action; the held-out action never leaks into its own ranking
+    assert encoder.embed(inputs).shape == (8, 32)

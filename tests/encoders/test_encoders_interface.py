@@ -52,9 +52,9 @@ def special_ids(encoder: SequenceEncoder[Any]) -> set[int]:
     return set(encoder.tokenizer.all_special_ids)
 
 
-def test_registry_holds_the_four_kinds() -> None:
-    assert KINDS == ["bert4rec", "causal_lm", "coles", "mlm"]
-    assert TOKEN_KINDS == ["bert4rec", "causal_lm", "mlm"]
+def test_registry_holds_the_five_kinds() -> None:
+    assert KINDS == ["bert4rec", "causal_lm", "coles", "mlm", "sasrec"]
+    assert TOKEN_KINDS == ["bert4rec", "causal_lm", "mlm", "sasrec"]
     assert all(cls.kind == kind for kind, cls in encoder_classes().items())
 
 

@@ -95,8 +95,11 @@ def test_a_rerun_of_sequences_or_a_new_config_trains_afresh(  # type: ignore[no-
     caplog.clear()
     again = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
     messages = [r.getMessage() for r in caplog.records]
-    assert any("reusing the training snapshot" in m for m in messages)
-    assert again["start_step"] == first["steps"]  # the same sources: the finished run's checkpoint
+    # the same sequences and config: the registered version stands, no duplicate is registered
+    first_version = first["model"].split(" version ")[1].split(" ")[0]
+    assert again["already_registered"] and f"version {first_version} " in again["model"]
+    assert any("not training or registering it again" in m for m in messages)
+    assert not any("resuming from step" in m for m in messages)
 
     lake.write_partitions(_sequences(spark, seed=2), "sequences")  # `sequences` rerun for the same date
     caplog.clear()
@@ -147,9 +150,11 @@ def test_the_alias_moves_only_to_a_version_that_is_not_worse(  # type: ignore[no
     assert versions[newest][TAG_PROMOTION].startswith("did not take alias champion: val_loss")
     assert versions[newest][TAG_RUN_DATE] == RUN.isoformat() and versions[newest][TAG_CUTOFF] == "2030-10-31"
 
+    # asked to promote on a rerun of the same training: that version takes the alias, none is added
     forced = train_job.run(spark, worse_cfg, run_date=RUN, encoder_name="bert4rec", promote="always")
-    assert "alias champion" in forced["model"]
-    assert tracking.alias_version("bert4rec", "champion") == str(int(newest) + 1)
+    assert forced["already_registered"] and "alias champion" in forced["model"]
+    assert tracking.alias_version("bert4rec", "champion") == newest
+    assert max(dict(tracking.versions("bert4rec")), key=int) == newest
 
 
 @contextlib.contextmanager

@@ -32,6 +32,7 @@ setup(
             "scikit-learn>=1.5",
             "xgboost>=2",
             "lightgbm>=4",
+            "optuna>=4,<6",  # score.tuning: seeded classifier search per (source, product)
         ],
         "report": ["matplotlib>=3.8", "umap-learn>=0.5", "scikit-learn>=1.5"],
         "dev": [

@@ -214,6 +214,13 @@ class ScoreConfig:
     bootstrap: int = field(
         default=200, metadata={"help": "bootstrap replicates for the 95 % intervals of model_metrics; 0: none"}
     )
+    tuning_trials: int = field(
+        default=0,
+        metadata={
+            "help": "trials of a seeded Optuna (TPE) search of each classifier's main settings, on a validation "
+            "fold of its training customers, before the refit; 0: the defaults"
+        },
+    )
     seed: int = 13
     threshold: float = field(default=0.5, metadata={"help": "score at or above which a customer is predicted buyer"})
     scoring_source: str | None = field(

@@ -377,6 +377,8 @@ _TABLES: tuple[Table, ...] = (
             _c("train_rows", "bigint"),
             _c("train_seconds", "double"),
             _c("message", "string"),
+            _c("params", "string", "JSON: the settings the tuning search chose (score.tuning_trials); null: defaults"),
+            _c("validation_auc", "double", "the tuning search's best AUC on its validation fold; null: no search"),
             _c(DT, "string"),
             _c(SOURCE, "string"),
         ),

@@ -69,7 +69,7 @@ KEYS = ("source", "product", "classifier")
 TASK_SCHEMA = "source string, product string, classifier string"
 MODEL_SCHEMA = (
     "source string, product string, classifier string, path string, bytes long, train_rows long, "
-    "train_seconds double, message string"
+    "train_seconds double, message string, params string, validation_auc double"
 )
 SPARK_RF = "spark_random_forest"
 BALANCES = ("undersample", "class_weight")
@@ -102,6 +102,7 @@ class ScorePlan:
     protocol: str = CUSTOMER_DISJOINT
     test_share: float = 0.3
     bootstrap: int = 0  # replicates behind the intervals; 0: none
+    tuning_trials: int = 0  # trials of the seeded search per model (score.tuning_trials); 0: the defaults
 
 
 def plan_scoring(
@@ -149,6 +150,7 @@ def plan_scoring(
         protocol=score_cfg.protocol,
         test_share=score_cfg.test_share,
         bootstrap=score_cfg.bootstrap,
+        tuning_trials=score_cfg.tuning_trials,
     )
 
 
@@ -168,6 +170,10 @@ def check_settings(score_cfg: ScoreConfig) -> None:
         raise ConfigError(f"score.test_share: {score_cfg.test_share!r} (a share strictly between 0 and 1)")
     if score_cfg.bootstrap < 0:
         raise ConfigError(f"score.bootstrap: {score_cfg.bootstrap!r} (replicates, 0 for none)")
+    if score_cfg.tuning_trials < 0:
+        raise ConfigError(f"score.tuning_trials: {score_cfg.tuning_trials!r} (trials per model, 0 for none)")
+    if score_cfg.tuning_trials and score_cfg.classifier == SPARK_RF:
+        raise ConfigError("score.tuning_trials: spark_random_forest is not tuned; use random_forest or set 0")
 
 
 def scored_sources(score_cfg: ScoreConfig, *, day: str, available: Sequence[str]) -> tuple[str, ...]:
@@ -315,13 +321,17 @@ def current_view_rows(embeddings: DataFrame, plan: ScorePlan) -> DataFrame:
 # ---------------------------------------------------------------- fit
 
 
-def fit_models(train: DataFrame, tasks: DataFrame, *, seed: int, class_weight: bool, store: str, day: str) -> DataFrame:
+def fit_models(
+    train: DataFrame, tasks: DataFrame, *, seed: int, class_weight: bool, store: str, day: str, trials: int = 0
+) -> DataFrame:
     """One model per (source, product, classifier) in ``tasks``, each group fitted on one worker that
     writes it to the model store; the output is the manifest (:data:`MODEL_SCHEMA`), no model bytes."""
     from custembed.udfs.classify import fit_groups
 
     jobs = train.join(F.broadcast(tasks), ["source", "product"])
-    fn = fit_groups(seed=seed, class_weight=class_weight, keys=("source", "product"), store=store, day=day)
+    fn = fit_groups(
+        seed=seed, class_weight=class_weight, keys=("source", "product"), store=store, day=day, trials=trials
+    )
     return jobs.groupBy(*KEYS).applyInPandas(fn, MODEL_SCHEMA)
 
 
@@ -365,7 +375,8 @@ def fit_forests(
             path = model_uri(store, day, source, product, SPARK_RF).removesuffix(".pkl")
             forest.write().overwrite().save(lakefs.spark_uri(path))
             size = _stored_bytes(path)
-        infos.append((source, product, SPARK_RF, path, size, int(part.count()), time.perf_counter() - t0, "ok"))
+        rows = int(part.count())
+        infos.append((source, product, SPARK_RF, path, size, rows, time.perf_counter() - t0, "ok", None, None))
     return train.sparkSession.createDataFrame(infos, MODEL_SCHEMA), forests
 
 
@@ -415,6 +426,7 @@ def fit(train: DataFrame, plan: ScorePlan, *, store: str) -> FittedModels:
             class_weight=plan.class_weight,
             store=store,
             day=plan.day,
+            trials=plan.tuning_trials,
         ).collect()  # one small row per model: where it is, its size and figures
         paths = {(r["source"], r["product"], r["classifier"]): r["path"] for r in manifest}
         stored = sum(r["bytes"] for r in manifest)

@@ -12,6 +12,7 @@ worker holds one model at a time.
 from __future__ import annotations
 
 import functools
+import json
 import pickle
 import re
 import time
@@ -115,20 +116,24 @@ def stack(vectors: pd.Series) -> np.ndarray:
     return np.stack([np.asarray(v, dtype=np.float32) for v in vectors])
 
 
-def fit(
-    features: np.ndarray, labels: np.ndarray, *, classifier: str, seed: int, class_weight: bool = False
-) -> tuple[bytes, str]:
-    """Fit one classifier; (pickled model, message). One class only → no model and a message saying so."""
-    classes = np.unique(labels)
-    if len(classes) < 2:
-        what = "no buyers" if classes.size == 0 or classes[0] == 0 else "only buyers"
-        return b"", f"not trained: {what} in the training window"
+def _fitted(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    classifier: str,
+    seed: int,
+    class_weight: bool,
+    params: Mapping[str, Any] | None = None,
+) -> Any:
+    """A fitted classifier (both classes present), with ``params`` (``set_params`` names) over the defaults."""
     positives = int((labels == 1).sum())
     model = make_classifier(
         classifier, seed=seed, class_weight=class_weight, positive_weight=(len(labels) - positives) / positives
     )
     if classifier == "knn":
         model.set_params(kneighborsclassifier__n_neighbors=min(KNN_NEIGHBOURS, len(labels)))
+    if params:
+        model.set_params(**params)
     if class_weight and classifier in BALANCED_BY_REPEATS:
         # MLPClassifier and KNeighborsClassifier take no class weights (and the MLP's early stopping
         # ignores sample weights): buyers are repeated, round(non-buyers / buyers) times each.
@@ -136,7 +141,100 @@ def fit(
         model.fit(np.repeat(features, repeats, axis=0), np.repeat(labels, repeats))
     else:
         model.fit(features, labels)
+    return model
+
+
+def fit(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    classifier: str,
+    seed: int,
+    class_weight: bool = False,
+    params: Mapping[str, Any] | None = None,
+) -> tuple[bytes, str]:
+    """Fit one classifier; (pickled model, message). One class only → no model and a message saying so."""
+    classes = np.unique(labels)
+    if len(classes) < 2:
+        what = "no buyers" if classes.size == 0 or classes[0] == 0 else "only buyers"
+        return b"", f"not trained: {what} in the training window"
+    model = _fitted(features, labels, classifier=classifier, seed=seed, class_weight=class_weight, params=params)
     return pickle.dumps(model), "ok"
+
+
+# ---------------------------------------------------------------- tuning (score.tuning)
+
+
+def search_space(classifier: str, trial: Any, *, rows: int) -> dict[str, Any]:
+    """The main settings of ``classifier`` drawn by an Optuna ``trial`` (``set_params`` names)."""
+    if classifier == "random_forest":
+        return {
+            "max_depth": trial.suggest_int("max_depth", 3, 16),
+            "min_samples_leaf": trial.suggest_int("min_samples_leaf", 1, 32, log=True),
+            "max_features": trial.suggest_categorical("max_features", ["sqrt", "log2", 0.3, 0.6]),
+        }
+    if classifier in ("xgboost", "lightgbm"):
+        depth = (
+            {"max_depth": trial.suggest_int("max_depth", 2, 8)}
+            if classifier == "xgboost"
+            else {"num_leaves": trial.suggest_int("num_leaves", 4, 63, log=True)}
+        )
+        return {
+            **depth,
+            "n_estimators": trial.suggest_int("n_estimators", 50, 400, log=True),
+            "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+            "subsample": trial.suggest_float("subsample", 0.5, 1.0),
+            "colsample_bytree": trial.suggest_float("colsample_bytree", 0.3, 1.0),
+        }
+    if classifier == "logistic_regression":
+        return {"logisticregression__C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+    if classifier == "mlp":
+        return {
+            "mlpclassifier__alpha": trial.suggest_float("alpha", 1e-5, 1e-1, log=True),
+            "mlpclassifier__hidden_layer_sizes": (trial.suggest_categorical("hidden", [16, 32, 64, 128]),),
+        }
+    if classifier == "knn":
+        return {
+            "kneighborsclassifier__n_neighbors": trial.suggest_int("n_neighbors", 3, max(3, min(200, rows)), log=True),
+            "kneighborsclassifier__weights": trial.suggest_categorical("weights", ["uniform", "distance"]),
+        }
+    raise ValueError(f"no search space for classifier {classifier!r}")
+
+
+def tune(
+    features: np.ndarray,
+    labels: np.ndarray,
+    *,
+    classifier: str,
+    seed: int,
+    class_weight: bool = False,
+    trials: int,
+    validation_share: float = 0.25,
+) -> tuple[dict[str, Any], float]:
+    """A seeded Optuna search (TPE) of ``classifier``'s main settings: (best params, its validation AUC).
+
+    The validation fold is carved from the training rows given (customers of the train fold:
+    one row each), stratified and seeded; the test customers are never seen. The caller refits
+    the best params on all the rows.
+    """
+    import optuna
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import train_test_split
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    fit_x, val_x, fit_y, val_y = train_test_split(
+        features, labels, test_size=validation_share, stratify=labels, random_state=seed
+    )
+
+    def objective(trial: Any) -> float:
+        params = search_space(classifier, trial, rows=len(fit_y))
+        model = _fitted(fit_x, fit_y, classifier=classifier, seed=seed, class_weight=class_weight, params=params)
+        return float(roc_auc_score(val_y, model.predict_proba(val_x)[:, 1]))
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+    study.optimize(objective, n_trials=trials)
+    best = search_space(classifier, optuna.trial.FixedTrial(study.best_params), rows=len(fit_y))
+    return best, float(study.best_value)
 
 
 def model_uri(store: str, day: str, source: str, product: str, classifier: str) -> str:
@@ -164,12 +262,33 @@ def load_model(uri: str) -> Any:
         return pickle.loads(stream.read())  # models this job wrote to its own lake
 
 
+MIN_CLASS_ROWS_TO_TUNE = 8  # fewer buyers (or non-buyers) than this: the defaults, no search
+
+
+def tuned_params(
+    features: np.ndarray, labels: np.ndarray, *, classifier: str, seed: int, class_weight: bool, trials: int
+) -> tuple[dict[str, Any] | None, float | None, str]:
+    """(params, validation AUC, note) of a search of ``trials`` trials; no search when off or too few rows."""
+    if trials < 1:
+        return None, None, ""
+    smallest = int(min((labels == 1).sum(), (labels == 0).sum()))
+    if smallest < MIN_CLASS_ROWS_TO_TUNE:
+        return None, None, f" (defaults: {smallest} rows of a class, too few to tune)"
+    params, auc = tune(features, labels, classifier=classifier, seed=seed, class_weight=class_weight, trials=trials)
+    return params, auc, ""
+
+
 def fit_groups(
-    *, seed: int, class_weight: bool, keys: tuple[str, ...], store: str, day: str
+    *, seed: int, class_weight: bool, keys: tuple[str, ...], store: str, day: str, trials: int = 0
 ) -> Callable[[pd.DataFrame], pd.DataFrame]:
     """An ``applyInPandas`` function: one group's (keys..., classifier, vector, label) → its model written to
     the store (:func:`model_uri`) and one manifest row (keys..., classifier, path, bytes, train_rows,
-    train_seconds, message); ``path`` is empty when no model could be trained."""
+    train_seconds, message, params, validation_auc); ``path`` is empty when no model could be trained.
+
+    With ``trials`` the classifier's settings are searched first (:func:`tune`, on a validation fold
+    of the group's own rows) and the best refitted on all of them; groups run on the executors in
+    parallel, each search in its worker.
+    """
 
     def run(group: pd.DataFrame) -> pd.DataFrame:
         t0 = time.perf_counter()
@@ -178,7 +297,14 @@ def fit_groups(
         classifier = str(group[CLASSIFIER].iloc[0])
         features = stack(group[VECTOR])
         labels = group[LABEL].to_numpy(dtype=np.int64)
-        model, message = fit(features, labels, classifier=classifier, seed=seed, class_weight=class_weight)
+        params, validation_auc, note = None, None, ""
+        if len(np.unique(labels)) == 2:
+            params, validation_auc, note = tuned_params(
+                features, labels, classifier=classifier, seed=seed, class_weight=class_weight, trials=trials
+            )
+        model, message = fit(
+            features, labels, classifier=classifier, seed=seed, class_weight=class_weight, params=params
+        )
         path = ""
         if model:
             source, product = (str(group[k].iloc[0]) for k in keys)  # keys: (source, product)
@@ -192,7 +318,9 @@ def fit_groups(
                 "bytes": [len(model)],
                 "train_rows": [len(group)],
                 "train_seconds": [time.perf_counter() - t0],
-                "message": [message],
+                "message": [message + note],
+                "params": [json.dumps(params, default=str, sort_keys=True) if params else None],
+                "validation_auc": [validation_auc],
             }
         )
         return pd.DataFrame(row)

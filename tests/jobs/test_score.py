@@ -250,3 +250,25 @@ def test_balanced_training_set_does_not_depend_on_partitioning(spark) -> None:  
     assert one == other
     # the same non-buyers kept for every source of the product: sources train on like sets
     assert {c for s, c in one if s == "s"} == {c for s, c in one if s == "t"}
+
+
+def test_fit_tunes_each_model_when_asked(spark, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    train, _ = _train(spark)
+    plan = ScorePlan(
+        day=DAY,
+        sources=("s",),
+        products=("p",),
+        classifier="logistic_regression",
+        tasks=(("s", "p", "logistic_regression"),),
+        class_weight=False,
+        seed=1,
+        threshold=0.5,
+        scoring_source=None,
+        tuning_trials=2,
+    )
+    row = fit(train, plan, store=tmp_path.as_uri()).info.collect()[0]
+    assert "logisticregression__C" in row["params"] and row["validation_auc"] > 0.5
+    with pytest.raises(ConfigError, match="score.tuning_trials: -1"):
+        _plan(tuning_trials=-1)
+    with pytest.raises(ConfigError, match="spark_random_forest is not tuned"):
+        _plan(tuning_trials=3, classifier=SPARK_RF)

@@ -106,3 +106,36 @@ def test_class_weight_is_honoured_by_every_classifier(name: str) -> None:
     called_plain = int((predict(_model(plain), features[held_out]) >= 0.5).sum())
     called_weighted = int((predict(_model(weighted), features[held_out]) >= 0.5).sum())
     assert called_weighted >= max(1.5 * called_plain, called_plain + 3), (called_plain, called_weighted)
+
+
+def test_tuning_searches_on_a_validation_fold_and_is_seeded() -> None:
+    from custembed.udfs.classify import tune
+
+    features, labels = separable(160, seed=3)
+    params, auc = tune(features, labels, classifier="random_forest", seed=1, trials=4)
+    assert set(params) == {"max_depth", "min_samples_leaf", "max_features"} and 0.5 < auc <= 1.0
+    assert tune(features, labels, classifier="random_forest", seed=1, trials=4) == (params, auc)
+    blob, message = fit(features, labels, classifier="random_forest", seed=1, params=params)
+    assert message == "ok" and _model(blob).get_params()["max_depth"] == params["max_depth"]
+
+
+@pytest.mark.parametrize("name", CLASSIFIERS)
+def test_every_classifier_has_a_search_space(name: str) -> None:
+    from custembed.udfs.classify import tune
+
+    features, labels = separable(80, seed=4)
+    params, auc = tune(features, labels, classifier=name, seed=0, trials=2)
+    assert params and 0.0 <= auc <= 1.0
+
+
+def test_grouped_fit_records_the_tuned_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    features, labels = separable(120)
+    group = pd.DataFrame(
+        {"source": "s", "product": "p", "classifier": "logistic_regression", "vector": list(features), "label": labels}
+    )
+    run = fit_groups(seed=0, class_weight=False, keys=("source", "product"), store=tmp_path.as_uri(), day="d", trials=3)
+    row = run(group)
+    assert row.loc[0, "message"] == "ok" and "logisticregression__C" in row.loc[0, "params"]
+    assert 0.5 < row.loc[0, "validation_auc"] <= 1.0
+    few = group.assign(label=[1] * 5 + [0] * 115)
+    assert "too few to tune" in run(few).loc[0, "message"] and run(few).loc[0, "params"] is None

@@ -78,6 +78,7 @@ def model_info(lake: Lake, cfg: Config, day: str, sources: Sequence[str]) -> pd.
                 "val_accuracy": trained.get("val_accuracy", np.nan),
                 "hr_at_10": trained.get("hr@10", np.nan),
                 "ndcg_at_10": trained.get("ndcg@10", np.nan),
+                "no_action_share": trained.get("no_action_share", np.nan),
             }
         )
     return pd.DataFrame(rows)

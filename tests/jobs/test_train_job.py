@@ -225,5 +225,10 @@ def test_a_lake_given_as_a_file_uri_trains_checkpoints_and_saves_there(  # type:
     assert lakefs.glob(lakefs.join(work, "checkpoints"), "step-*/state.pt")
     assert lakefs.exists(lakefs.join(work, "data", "_SUCCESS"))
     assert load_encoder(lakefs.join(work, "encoder")).kind == "bert4rec"
-    again = train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")
-    assert again["start_step"] == result["steps"]  # the same key directory, resumed through the URI
+    assert train_job.run(spark, cfg, run_date=RUN, encoder_name="bert4rec")["already_registered"]
+    # a registry that lacks this training (as after a kill before registering) resumes the same key directory
+    unregistered = _config(
+        lake_sets, "tracking.model_prefix=fileuri-resume", "train.encoders.bert4rec.epochs=1", f"project.lake_dir={uri}"
+    )
+    again = train_job.run(spark, unregistered, run_date=RUN, encoder_name="bert4rec")
+    assert again["start_step"] == result["steps"]  # resumed through the URI

@@ -34,16 +34,14 @@ targets is reported separately (``no_action_share``).
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from transformers import BertConfig, BertForMaskedLM
+from transformers import BertConfig, BertForMaskedLM, PreTrainedModel
 
-from custembed.encoders.base import RankingMetrics, SequenceEncoder
+from custembed.encoders.action_ids import ActionIdEncoder, check_id_layout
 from custembed.encoders.masking import (
     Inputs,
     check_action_ids,
@@ -57,7 +55,6 @@ from custembed.encoders.masking import (
 )
 from custembed.nextitem import last_action_metrics
 
-ACTIONS_FILE = "actions.json"
 RANKING_PROTOCOL = "full ranking, leave-last-out, action targets, pessimistic ties"
 
 
@@ -97,22 +94,19 @@ class Bert4RecConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.vocab_size <= self.n_special:
-            raise ValueError(f"vocab_size must exceed n_special={self.n_special}, got {self.vocab_size}")
+        check_id_layout(
+            vocab_size=self.vocab_size,
+            n_special=self.n_special,
+            no_action_id=self.no_action_id,
+            pad_id=self.pad_id,
+            mask_id=self.mask_id,
+            unk_id=self.unk_id,
+        )
         for name in ("hidden_size", "num_layers", "num_heads", "max_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
-        for name in ("pad_id", "mask_id", "unk_id"):
-            if not 0 <= getattr(self, name) < self.n_special:
-                raise ValueError(
-                    f"{name} must be a special id below n_special={self.n_special}, got {getattr(self, name)!r}"
-                )
-        if self.no_action_id is not None and not self.n_special <= self.no_action_id < self.vocab_size:
-            raise ValueError(
-                f"no_action_id must be an action id in [{self.n_special}, {self.vocab_size}), got {self.no_action_id!r}"
-            )
         check_fraction("mask_prob", self.mask_prob, open_low=True)
         check_fraction("dropout", self.dropout)
         check_fraction("mask_last_prob", self.mask_last_prob)
@@ -139,54 +133,17 @@ def bert_config(config: Bert4RecConfig) -> BertConfig:
     )
 
 
-class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
+class Bert4RecEncoder(ActionIdEncoder[Bert4RecConfig]):
     """BERT4Rec over action ids; ``actions`` optionally names the ids from ``n_special`` on."""
 
     kind: ClassVar[str] = "bert4rec"
-    input_column: ClassVar[str] = "tokens"
     config_class: ClassVar[type[Any]] = Bert4RecConfig
-    data_fields: ClassVar[tuple[str, ...]] = ("vocab_size", "no_action_id")  # from the action catalogue
+    model_class: ClassVar[type[PreTrainedModel]] = BertForMaskedLM
     model: BertForMaskedLM
 
-    def __init__(
-        self,
-        config: Bert4RecConfig,
-        model: BertForMaskedLM | None = None,
-        actions: Sequence[str] | None = None,
-    ) -> None:
-        super().__init__(config, BertForMaskedLM(bert_config(config)) if model is None else model)
-        if actions is not None and len(actions) > config.vocab_size - config.n_special:
-            raise ValueError(
-                f"{len(actions)} action names do not fit vocab_size={config.vocab_size} "
-                f"with n_special={config.n_special}"
-            )
-        self.actions = None if actions is None else tuple(actions)
-
     @classmethod
-    def from_config(cls, config: Any) -> Bert4RecEncoder:
-        return cls(config)
-
-    @classmethod
-    def create(cls, **params: Any) -> Bert4RecEncoder:
-        """Build from the config's fields plus an optional ``actions`` list of names."""
-        actions = params.pop("actions", None)
-        try:
-            config = Bert4RecConfig(**params)
-        except TypeError as e:
-            raise ValueError(f"bad parameters for encoder kind {cls.kind!r}: {e}") from e
-        return cls(config, actions=actions)
-
-    @classmethod
-    def load(cls, path: Path, meta: Mapping[str, Any]) -> Bert4RecEncoder:
-        config = Bert4RecConfig(**meta["config"])
-        model = BertForMaskedLM.from_pretrained(path)
-        actions_path = path / ACTIONS_FILE
-        actions = json.loads(actions_path.read_text()) if actions_path.is_file() else None
-        return cls(config, model, actions)
-
-    def _save_vocabulary(self, path: Path) -> None:
-        if self.actions is not None:
-            (path / ACTIONS_FILE).write_text(json.dumps(list(self.actions)))
+    def build_model(cls, config: Any) -> PreTrainedModel:
+        return BertForMaskedLM(bert_config(config))
 
     def inputs(
         self,
@@ -227,17 +184,6 @@ class Bert4RecEncoder(SequenceEncoder[Bert4RecConfig]):
             random_frac=0.0,
         )
         return {**inputs, **corrupted}
-
-    def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics:
-        """HR@k and NDCG@k of the held-out last action over action targets (:meth:`next_action_metrics`)."""
-        ranking = self.next_action_metrics(inputs, k=k)
-        return RankingMetrics(
-            hit_rate=ranking[f"hr@{k}"],
-            ndcg=ranking[f"ndcg@{k}"],
-            count=int(ranking["count"]),
-            no_action_share=ranking["no_action_share"],
-            targets=int(ranking["targets"]),
-        )
 
     @torch.no_grad()
     def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:

@@ -15,16 +15,14 @@ action (``pooling: last``): the state that predicts what comes next.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
+from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedModel
 
-from custembed.encoders.base import RankingMetrics, SequenceEncoder
+from custembed.encoders.action_ids import ActionIdEncoder, check_id_layout
 from custembed.encoders.masking import (
     IGNORE_INDEX,
     Inputs,
@@ -34,8 +32,6 @@ from custembed.encoders.masking import (
     pad_right_keep_recent,
 )
 from custembed.nextitem import last_action_metrics
-
-ACTIONS_FILE = "actions.json"
 
 
 @dataclass(frozen=True)
@@ -57,8 +53,9 @@ class SasRecConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.vocab_size <= self.n_special:
-            raise ValueError(f"vocab_size must exceed n_special={self.n_special}, got {self.vocab_size}")
+        check_id_layout(
+            vocab_size=self.vocab_size, n_special=self.n_special, no_action_id=self.no_action_id, pad_id=self.pad_id
+        )
         for name in ("hidden_size", "num_layers", "num_heads"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
@@ -66,12 +63,6 @@ class SasRecConfig:
             raise ValueError(f"max_len must be at least 2 (one action predicts the next), got {self.max_len!r}")
         if self.hidden_size % self.num_heads:
             raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
-        if not 0 <= self.pad_id < self.n_special:
-            raise ValueError(f"pad_id must be a special id below n_special={self.n_special}, got {self.pad_id!r}")
-        if self.no_action_id is not None and not self.n_special <= self.no_action_id < self.vocab_size:
-            raise ValueError(
-                f"no_action_id must be an action id in [{self.n_special}, {self.vocab_size}), got {self.no_action_id!r}"
-            )
         check_fraction("dropout", self.dropout)
         check_pooling(self.pooling)
 
@@ -96,49 +87,18 @@ def gpt2_config(config: SasRecConfig) -> GPT2Config:
     )
 
 
-class SasRecEncoder(SequenceEncoder[SasRecConfig]):
+class SasRecEncoder(ActionIdEncoder[SasRecConfig]):
     """SASRec over action ids; ``actions`` optionally names the ids from ``n_special`` on."""
 
     kind: ClassVar[str] = "sasrec"
-    input_column: ClassVar[str] = "tokens"
     config_class: ClassVar[type[Any]] = SasRecConfig
+    model_class: ClassVar[type[PreTrainedModel]] = GPT2LMHeadModel
     causal: ClassVar[bool] = True
-    data_fields: ClassVar[tuple[str, ...]] = ("vocab_size", "no_action_id")  # from the action catalogue
     model: GPT2LMHeadModel
 
-    def __init__(
-        self, config: SasRecConfig, model: GPT2LMHeadModel | None = None, actions: Sequence[str] | None = None
-    ) -> None:
-        super().__init__(config, GPT2LMHeadModel(gpt2_config(config)) if model is None else model)
-        if actions is not None and len(actions) > config.vocab_size - config.n_special:
-            raise ValueError(f"{len(actions)} action names do not fit vocab_size={config.vocab_size}")
-        self.actions = None if actions is None else tuple(actions)
-
     @classmethod
-    def from_config(cls, config: Any) -> SasRecEncoder:
-        return cls(config)
-
-    @classmethod
-    def create(cls, **params: Any) -> SasRecEncoder:
-        """Build from the config's fields plus an optional ``actions`` list of names."""
-        actions = params.pop("actions", None)
-        try:
-            config = SasRecConfig(**params)
-        except TypeError as e:
-            raise ValueError(f"bad parameters for encoder kind {cls.kind!r}: {e}") from e
-        return cls(config, actions=actions)
-
-    @classmethod
-    def load(cls, path: Path, meta: Mapping[str, Any]) -> SasRecEncoder:
-        config = SasRecConfig(**meta["config"])
-        model = GPT2LMHeadModel.from_pretrained(path)
-        actions_path = path / ACTIONS_FILE
-        actions = json.loads(actions_path.read_text()) if actions_path.is_file() else None
-        return cls(config, model, actions)
-
-    def _save_vocabulary(self, path: Path) -> None:
-        if self.actions is not None:
-            (path / ACTIONS_FILE).write_text(json.dumps(list(self.actions)))
+    def build_model(cls, config: Any) -> PreTrainedModel:
+        return GPT2LMHeadModel(gpt2_config(config))
 
     def inputs(
         self,
@@ -155,17 +115,6 @@ class SasRecEncoder(SequenceEncoder[SasRecConfig]):
         input_ids = inputs["input_ids"]
         predicted = inputs["attention_mask"].bool() & (input_ids >= self.config.n_special)
         return {**inputs, "labels": input_ids.masked_fill(~predicted, IGNORE_INDEX)}
-
-    def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics:
-        """HR@k and NDCG@k of each sequence's last action predicted from the ones before (full ranking)."""
-        ranking = self.next_action_metrics(inputs, k=k)
-        return RankingMetrics(
-            hit_rate=ranking[f"hr@{k}"],
-            ndcg=ranking[f"ndcg@{k}"],
-            count=int(ranking["count"]),
-            no_action_share=ranking["no_action_share"],
-            targets=int(ranking["targets"]),
-        )
 
     @torch.no_grad()
     def next_action_scores(self, inputs: Inputs) -> torch.Tensor:

@@ -24,6 +24,17 @@ log = logging.getLogger(__name__)
 SOURCE_TABLE = "raw_events"
 
 
+def _existing_input(path: str, what: str) -> str:
+    """The qualified URI of an input outside the catalogue; ``InputError`` naming ``what`` when it is missing.
+
+    The same URI serves the check and Spark: a plain path is on the local disk for both.
+    """
+    uri = lakefs.spark_uri(path)
+    if not lakefs.exists(uri):
+        raise InputError(f"{what} not found: {path}")
+    return uri
+
+
 @dataclass(frozen=True)
 class Lake:
     """Tables of the project's catalogue database, and paths under the lake."""
@@ -79,10 +90,7 @@ class Lake:
 
     def read_csv(self, path: str, *, what: str = "file", logical: str | None = None) -> DataFrame:
         """A CSV file with a header, every column as text; with ``logical``, its registered columns are checked."""
-        # the same qualified URI for the check and for Spark: a plain path is on the local disk for both
-        uri = lakefs.spark_uri(path)
-        if not lakefs.exists(uri):
-            raise InputError(f"{what} not found: {path}")
+        uri = _existing_input(path, what)
         # Every column as text: times and ids are validated by the sequences job.
         rows = self.spark.read.option("header", True).option("inferSchema", False).csv(uri)
         if logical is not None:
@@ -93,16 +101,12 @@ class Lake:
 
     def read_text(self, path: str, *, what: str = "input file") -> DataFrame:
         """A text file (or directory of them) as ``value`` lines, compressed or not."""
-        uri = lakefs.spark_uri(path)
-        if not lakefs.exists(uri):
-            raise InputError(f"{what} not found: {path}")
+        uri = _existing_input(path, what)
         return self.spark.read.text(uri)
 
     def read_path(self, path: str, *, what: str = "Parquet path") -> DataFrame:
         """A Parquet directory or file outside the catalogue."""
-        uri = lakefs.spark_uri(path)
-        if not lakefs.exists(uri):
-            raise InputError(f"{what} not found: {path}")
+        uri = _existing_input(path, what)
         return self.spark.read.parquet(uri)
 
     # -- writes ------------------------------------------------------------

@@ -128,27 +128,20 @@ def user_item_events(lines: DataFrame, *, behaviour: str, step_seconds: int) -> 
         F.get(fields, 1).alias(schemas.ITEM),
         reason.alias(_REASON),
     )
-    order = Window.partitionBy(schemas.CUSTOMER_ID).orderBy(_LINE)
+    # a user's good lines are numbered in file order; bad lines are numbered apart and get no time
+    order = Window.partitionBy(schemas.CUSTOMER_ID, F.col(_REASON).isNull()).orderBy(_LINE)
     step = F.row_number().over(order) - 1
-    good = parsed.where(F.col(_REASON).isNull()).select(
+    return parsed.select(
         "value",
         _LINE,
         schemas.CUSTOMER_ID,
-        iso_utc(F.lit(SYNTHETIC_START) + step * F.lit(step_seconds)).alias(schemas.EVENT_TIME),
-        F.lit(behaviour).alias(schemas.EVENT_TYPE),
-        schemas.ITEM,
-        F.lit(None).cast("string").alias(_REASON),
-    )
-    bad = parsed.where(F.col(_REASON).isNotNull()).select(
-        "value",
-        _LINE,
-        schemas.CUSTOMER_ID,
-        F.lit(None).cast("string").alias(schemas.EVENT_TIME),
+        F.when(F.col(_REASON).isNull(), iso_utc(F.lit(SYNTHETIC_START) + step * F.lit(step_seconds))).alias(
+            schemas.EVENT_TIME
+        ),
         F.lit(behaviour).alias(schemas.EVENT_TYPE),
         schemas.ITEM,
         _REASON,
     )
-    return good.unionByName(bad)
 
 
 def taobao_events(lines: DataFrame) -> DataFrame:

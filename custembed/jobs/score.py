@@ -372,7 +372,7 @@ def fit_forests(
         forests[(source, product)] = forest
         path, size = "", 0
         if store is not None:
-            path = model_uri(store, day, source, product, SPARK_RF).removesuffix(".pkl")
+            path = model_uri(store, day, source, product, SPARK_RF, suffix="")
             forest.write().overwrite().save(lakefs.spark_uri(path))
             size = _stored_bytes(path)
         rows = int(part.count())

@@ -237,10 +237,13 @@ def tune(
     return best, float(study.best_value)
 
 
-def model_uri(store: str, day: str, source: str, product: str, classifier: str) -> str:
-    """Where the model of one (source, product, classifier) of run date ``day`` lives in the model store."""
+def model_uri(store: str, day: str, source: str, product: str, classifier: str, *, suffix: str = ".pkl") -> str:
+    """Where the model of one (source, product, classifier) of run date ``day`` lives in the model store.
+
+    ``suffix`` ends the last segment: ``.pkl`` for a pickled model, empty for a directory (MLlib's format).
+    """
     parts = [_PATH_UNSAFE.sub("_", str(p)) for p in (day, source, product, classifier)]
-    return "/".join([store.rstrip("/"), *parts[:-1], f"{parts[-1]}.pkl"])
+    return "/".join([store.rstrip("/"), *parts[:-1], f"{parts[-1]}{suffix}"])
 
 
 def write_model(uri: str, blob: bytes) -> None:

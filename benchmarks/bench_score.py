@@ -15,7 +15,8 @@ SparkSession (fresh Python workers, so their peak memory is their own):
 * broadcast (the peer, what the job did before): every model's bytes collected to the
   driver and broadcast to every worker, which unpickles each model it meets and keeps them.
 
-Printed per variant: rows/s (second of two runs), the model bytes the driver held, and the
+Printed per variant: rows/s, the median of 3 timed runs after one warm-up run (all 3 shown;
+the warm-up starts the Python workers), the model bytes the driver held, and the
 peak resident memory (VmHWM) of the driver's Python process and of the largest Python worker.
 """
 
@@ -24,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import pickle
+import statistics
 import sys
 import tempfile
 import time
@@ -133,13 +135,15 @@ def broadcast_scoring(rows, blobs: dict[tuple[str, ...], bytes]):  # type: ignor
     return rows.mapInPandas(run, schema)
 
 
-def timed_rate(scored, n: int) -> float:  # type: ignore[no-untyped-def]
-    rate = 0.0
-    for _ in range(2):
+def timed_rates(scored, n: int, repeat: int = 3) -> list[float]:  # type: ignore[no-untyped-def]
+    """rows/s of ``repeat`` timed runs, after one untimed warm-up run."""
+    scored.write.mode("overwrite").format("noop").save()
+    rates = []
+    for _ in range(repeat):
         t0 = time.perf_counter()
         scored.write.mode("overwrite").format("noop").save()
-        rate = n / (time.perf_counter() - t0)
-    return rate
+        rates.append(n / (time.perf_counter() - t0))
+    return rates
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,21 +193,24 @@ def main(argv: list[str] | None = None) -> int:
                 blobs = {key: lakefs.open_input(path).read() for key, path in paths.items()}
                 held = sum(len(b) for b in blobs.values())
                 scored = broadcast_scoring(rows, blobs)
-            rate = timed_rate(scored, n)
+            rates = timed_rates(scored, n)
+            rate = statistics.median(rates)
             results[variant] = (rate, held, peak_rss_mib(), worker_peak_mib(spark, args.cores))
             del scored
             spark.stop()
-            print(f"{variant}: {rate:,.0f} rows/s", flush=True)
+            runs = ", ".join(f"{r:,.0f}" for r in rates)
+            print(f"{variant}: median {rate:,.0f} rows/s of 3 runs ({runs})", flush=True)
 
     print(
         f"\nscoring {args.customers:,} customers x {args.products} products x {args.sources} sources = {n:,} rows, "
         f"{args.classifier}, {args.cores} cores"
     )
     print(
-        f"{'variant':<10} {'rows/s':>10} {'driver-held model MiB':>22} {'driver peak MiB':>16} {'worker peak MiB':>16}"
+        f"{'variant':<10} {'median rows/s':>13} {'driver-held model MiB':>22} "
+        f"{'driver peak MiB':>16} {'worker peak MiB':>16}"
     )
     for variant, (rate, held, driver, worker) in results.items():
-        print(f"{variant:<10} {rate:>10,.0f} {held / 2**20:>22.1f} {driver:>16.0f} {worker:>16.0f}")
+        print(f"{variant:<10} {rate:>13,.0f} {held / 2**20:>22.1f} {driver:>16.0f} {worker:>16.0f}")
     store, peer = results["store"], results["broadcast"]
     print(f"store/broadcast: rows/s {store[0] / peer[0]:.2f}x, worker peak {store[3] / peer[3]:.2f}x")
     return 0

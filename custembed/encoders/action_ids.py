@@ -14,9 +14,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, TypeVar
 
+import torch
+import torch.nn.functional as F
 from transformers import PreTrainedModel
 
-from custembed.encoders.base import EncoderConfig, RankingMetrics, SequenceEncoder
+from custembed.encoders.base import EncoderConfig, MaskedTokenStats, RankingMetrics, SequenceEncoder
+from custembed.encoders.item_head import LabelledPositionsLM
 from custembed.encoders.masking import Inputs
 
 ACTIONS_FILE = "actions.json"
@@ -67,6 +70,7 @@ class ActionIdEncoder(SequenceEncoder[A]):
                 f"with n_special={config.n_special}"
             )
         self.actions = None if actions is None else tuple(actions)
+        self._head: LabelledPositionsLM | None = None
 
     @classmethod
     @abc.abstractmethod
@@ -76,6 +80,36 @@ class ActionIdEncoder(SequenceEncoder[A]):
     @classmethod
     def from_config(cls, config: Any) -> SequenceEncoder[Any]:
         return cls(config)
+
+    def head_transform(self) -> torch.nn.Module | None:
+        """The part of the item head before the output layer, ``None`` when the head is that layer alone."""
+        return None
+
+    def training_module(self) -> torch.nn.Module:
+        """The network with its item head evaluated at the labelled positions only (:mod:`.item_head`)."""
+        if self._head is None or self._head.model is not self.model:
+            self._head = LabelledPositionsLM(
+                self.model,
+                transform=self.head_transform(),
+                causal=self.causal,
+                first_item=self.config.n_special,
+                negatives=int(getattr(self.config, "sampled_negatives", 0)),
+            )
+        return self._head
+
+    @torch.no_grad()
+    def masked_token_stats(self, batch: Inputs) -> MaskedTokenStats:
+        """Full-softmax loss sum, correct predictions and count over the labelled positions (no grad)."""
+        batch = self._on_device(batch)
+        module = self.training_module()
+        with self._eval_mode():
+            output = module(**self._model_inputs(batch), labels=batch["labels"])
+        logits, targets = output.logits, output.labels  # [N, V], [N]
+        return MaskedTokenStats(
+            loss_sum=float(F.cross_entropy(logits, targets, reduction="sum")),
+            correct=int((logits.argmax(dim=-1) == targets).sum()),
+            count=int(targets.numel()),
+        )
 
     @classmethod
     def create(cls, **params: Any) -> SequenceEncoder[Any]:

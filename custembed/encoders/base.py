@@ -204,11 +204,20 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         ``model`` is the module to call, e.g. the ``DistributedDataParallel`` wrapper of
         ``self.model``; by default ``self.model``.
         """
-        module = self.model if model is None else model
+        module = self.training_module() if model is None else model
         batch = self._on_device(batch)
         output = module(**self._model_inputs(batch), labels=batch["labels"])
         loss: torch.Tensor = output.loss
         return loss
+
+    def training_module(self) -> torch.nn.Module:
+        """The module a training step calls (and ``DistributedDataParallel`` wraps): by default the network.
+
+        Its forward takes the network's inputs plus ``labels`` and returns an object with ``loss``.
+        Encoders whose head should run on the labelled positions only return a wrapper
+        (:class:`custembed.encoders.item_head.LabelledPositionsLM`) holding the same parameters.
+        """
+        return self.model
 
     @torch.no_grad()
     def masked_token_stats(self, batch: Inputs) -> MaskedTokenStats:

@@ -85,6 +85,13 @@ class Bert4RecConfig:
     gap_buckets: int = field(
         default=12, metadata={"help": "Gap buckets: floor(log2(1 + days)), the last one open-ended."}
     )
+    sampled_negatives: int = field(
+        default=0,
+        metadata={
+            "help": "0: full softmax over the items at the masked positions; K > 0: sampled softmax with K "
+            "uniform negatives shared by the batch (for catalogues of 100 k+ items)."
+        },
+    )
     no_action_id: int | None = field(
         default=None,
         metadata={
@@ -111,6 +118,8 @@ class Bert4RecConfig:
         check_fraction("dropout", self.dropout)
         check_fraction("mask_last_prob", self.mask_last_prob)
         check_pooling(self.pooling)
+        if self.sampled_negatives < 0:
+            raise ValueError(f"sampled_negatives must be 0 or positive, got {self.sampled_negatives}")
         if self.gap_buckets < 2:
             raise ValueError(f"gap_buckets must be at least 2, got {self.gap_buckets}")
 
@@ -144,6 +153,10 @@ class Bert4RecEncoder(ActionIdEncoder[Bert4RecConfig]):
     @classmethod
     def build_model(cls, config: Any) -> PreTrainedModel:
         return BertForMaskedLM(bert_config(config))
+
+    def head_transform(self) -> torch.nn.Module:
+        transform: torch.nn.Module = self.model.cls.predictions.transform  # dense + activation + norm
+        return transform
 
     def inputs(
         self,

@@ -47,6 +47,10 @@ class SasRecConfig:
     pad_id: int = field(default=0, metadata={"help": "Padding id."})
     n_special: int = field(default=3, metadata={"help": "Ids below this are special; actions start here."})
     pooling: str = field(default="last", metadata={"help": "Default pooling: last, mean or first."})
+    sampled_negatives: int = field(
+        default=0,
+        metadata={"help": "0: full softmax over the items; K > 0: sampled softmax with K uniform negatives."},
+    )
     no_action_id: int | None = field(
         default=None,
         metadata={"help": "Id of the catalogue's 'no action' token: left out of HR/NDCG (no_action_share)."},
@@ -65,6 +69,8 @@ class SasRecConfig:
             raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
         check_fraction("dropout", self.dropout)
         check_pooling(self.pooling)
+        if self.sampled_negatives < 0:
+            raise ValueError(f"sampled_negatives must be 0 or positive, got {self.sampled_negatives}")
 
 
 def gpt2_config(config: SasRecConfig) -> GPT2Config:

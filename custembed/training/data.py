@@ -116,6 +116,7 @@ class ParquetShardLoader:
         val_pct: int = 0,
         shuffle: bool | None = None,
         drop_last: bool | None = None,
+        length_buckets: int = 0,
     ) -> None:
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
@@ -127,6 +128,8 @@ class ParquetShardLoader:
             raise ValueError(f"val_pct must be in [0, 100], got {val_pct}")
         if not columns:
             raise ValueError("columns must name at least one data column, got none")
+        if length_buckets < 0:
+            raise ValueError(f"length_buckets must be 0 (off) or positive, got {length_buckets}")
         self.path = str(path)
         self.columns = tuple(columns)
         self.batch_size = batch_size
@@ -139,6 +142,7 @@ class ParquetShardLoader:
         # Training batches are shuffled and all full; validation reads everything in order.
         self.shuffle = split == "train" if shuffle is None else shuffle
         self.drop_last = split == "train" if drop_last is None else drop_last
+        self.length_buckets = length_buckets
 
     def _dataset(self) -> ds.Dataset:
         try:
@@ -215,11 +219,40 @@ class ParquetShardLoader:
             return self.num_rows // self.batch_size
         return math.ceil(self.num_rows / self.batch_size)
 
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """Length of each row's first data column (list items or characters), ``[rows]``."""
+        values = self.table[self.columns[0]]
+        if pa.types.is_string(values.type) or pa.types.is_large_string(values.type):
+            return np.asarray(pc.utf8_length(values).to_numpy(zero_copy_only=False), dtype=np.int64)
+        return np.asarray(pc.list_value_length(values).to_numpy(zero_copy_only=False), dtype=np.int64)
+
     def order(self, epoch: int) -> np.ndarray:
-        """Row order of ``epoch``: a permutation fixed by (seed, epoch, rank)."""
+        """Row order of ``epoch``: a permutation fixed by (seed, epoch, rank).
+
+        With ``length_buckets`` = N, the shuffled rows are cut into windows of N batches,
+        each window is sorted by length and cut into batches, and the batches are shuffled:
+        a batch holds sequences of similar length, so little of it is padding, while every
+        row still lands in a random batch of a random window each epoch.
+        """
         if not self.shuffle:
             return np.arange(self.num_rows)
-        return np.random.default_rng([self.seed, epoch, self.rank]).permutation(self.num_rows)
+        rng = np.random.default_rng([self.seed, epoch, self.rank])
+        order = rng.permutation(self.num_rows)
+        if self.length_buckets == 0:
+            return order
+        window = self.length_buckets * self.batch_size
+        full: list[np.ndarray] = []
+        rest: list[np.ndarray] = []
+        for start in range(0, len(order), window):
+            chunk = order[start : start + window]
+            chunk = chunk[np.argsort(self.lengths[chunk], kind="stable")]
+            for begin in range(0, len(chunk), self.batch_size):
+                batch = chunk[begin : begin + self.batch_size]
+                (full if len(batch) == self.batch_size else rest).append(batch)
+        # full batches in random order; the one short batch, if any, last (drop_last drops it)
+        shuffled = [full[i] for i in rng.permutation(len(full))]
+        return np.concatenate(shuffled + rest) if shuffled or rest else order
 
     def batches(self, epoch: int, *, start: int = 0, limit: int | None = None) -> Iterator[Batch]:
         """Yield batches ``start, start + 1, ...`` of ``epoch``, stopping before ``limit``.

@@ -296,6 +296,7 @@ def _loaders(
             filter=data_filter,
             split=split,
             val_pct=spec.val_pct,
+            length_buckets=spec.length_buckets if split == "train" else 0,
         )
 
     train_loader = loader("train")
@@ -326,10 +327,10 @@ def _set_up(spec: TrainSpec, ctx: DistContext) -> _Run:
     state = TrainState(encoder, optimizer, _schedule(optimizer, spec.warmup_steps, planned), mask_generator)
     resume(spec, ctx, state)
     start_step = state.position.step
-    model: torch.nn.Module = encoder.model
+    model: torch.nn.Module = encoder.training_module()
     if ctx.world_size > 1:
         device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        model = DistributedDataParallel(encoder.model, device_ids=device_ids)
+        model = DistributedDataParallel(model, device_ids=device_ids)
 
     sink = MlflowSink(spec, ctx)
     if start_step == 0:

@@ -36,6 +36,13 @@ class TrainParams:
         default=0.0, metadata={"help": "Decrease of validation loss that counts as better."}
     )
     metrics_k: int = field(default=10, metadata={"help": "Cut-off k of HR@k and NDCG@k."})
+    length_buckets: int = field(
+        default=0,
+        metadata={
+            "help": "0: batches of random rows; N: windows of N batches sorted by length, batches shuffled "
+            "(less padding when histories vary in length)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size", "checkpoint_every", "keep_checkpoints", "log_every", "metrics_k"):
@@ -50,6 +57,8 @@ class TrainParams:
                 f"need lr > 0, weight_decay >= 0, warmup_steps >= 0, max_grad_norm >= 0; got "
                 f"{self.lr}, {self.weight_decay}, {self.warmup_steps}, {self.max_grad_norm}"
             )
+        if self.length_buckets < 0:
+            raise ValueError(f"length_buckets must be 0 (off) or positive, got {self.length_buckets}")
         if not 0 <= self.val_pct < 100:
             raise ValueError(f"val_pct must be in [0, 100), got {self.val_pct}")
 

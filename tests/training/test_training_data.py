@@ -75,6 +75,23 @@ def test_order_is_fixed_per_epoch_and_changes_between_epochs(write_sequences: Wr
     assert len(list(loader.batches(0, limit=3))) == 3
 
 
+def test_length_buckets_batch_similar_lengths_and_keep_every_row(write_sequences: WriteSequences) -> None:
+    path = write_sequences(200, files=1)
+    plain = ParquetShardLoader(path, columns=("tokens",), batch_size=10, seed=1)
+    bucketed = ParquetShardLoader(path, columns=("tokens",), batch_size=10, seed=1, length_buckets=5)
+
+    def spread(loader: ParquetShardLoader, epoch: int) -> float:
+        widths = [max(map(len, b["tokens"])) - min(map(len, b["tokens"])) for b in loader.batches(epoch)]
+        return sum(widths) / len(widths)
+
+    assert spread(bucketed, 0) < spread(plain, 0)
+    epoch0 = [b["customer_id"] for b in bucketed.batches(0)]
+    assert sorted(sum(epoch0, [])) == sorted(sum((b["customer_id"] for b in plain.batches(0)), []))
+    assert epoch0 == [b["customer_id"] for b in bucketed.batches(0)]  # fixed for (seed, epoch): resumable
+    assert epoch0 != [b["customer_id"] for b in bucketed.batches(1)]
+    assert [b["customer_id"] for b in bucketed.batches(0, start=3)] == epoch0[3:]
+
+
 def test_batches_hold_python_lists_of_each_column(write_sequences: WriteSequences) -> None:
     path = write_sequences(20)
     batch = next(ParquetShardLoader(path, columns=("tokens", "text"), batch_size=4).batches(0))

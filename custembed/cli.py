@@ -17,6 +17,9 @@ JOBS: dict[str, str] = {
     "nightly": "nightly",
     "demo": "demo",
     "ingest": "ingest",
+    "rank": "rank",
+    "recommend": "recommend",
+    "evaluate-nextitem": "evaluate_nextitem",
     "sql": "sql",
 }
 
@@ -32,6 +35,9 @@ jobs:
   nightly    sequences -> embed -> score for a run date, resumable
   demo       generate -> sequences -> train -> embed -> score -> report on the embedded default
   ingest     public data (online-retail CSV, user-item, taobao) -> the raw-event contract
+  rank       a next-item model's scores of candidate items (user<TAB>item,item lines) into a file
+  recommend  top-K next items per customer from a next-item model -> recommendations table
+  evaluate-nextitem  HR@K / NDCG@K of a next-item model, leave-one-out, full and sampled protocols
   sql        print the result of a SQL query against the project's catalogue
 
 `custembed <job> --help` lists a job's options."""

@@ -87,6 +87,10 @@ class SequencesConfig:
         LabelWindow(name="test", start_offset_months=4, months=3),
     )
     time_format: str | None = field(default=None, metadata={"help": "format of text event times; null: ISO 8601"})
+    fill_empty_months: bool = field(
+        default=True,
+        metadata={"help": "one 'no action' token per complete month without events; false for next-item data"},
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -112,6 +116,13 @@ class EncoderSettings(TrainParams):
         },
     )
     sample_fraction: float = field(default=1.0, metadata={"help": "share of training sequences used (seeded)"})
+    holdout_last: int = field(
+        default=0,
+        metadata={
+            "help": "actions cut from the end of every training sequence: 2 = leave-one-out for next-item "
+            "evaluation (the last action is the test target, the one before it the validation target)"
+        },
+    )
 
     def __post_init__(self) -> None:
         # The strict builder reports a TypeError from a constructor as a ConfigError naming
@@ -120,6 +131,8 @@ class EncoderSettings(TrainParams):
             super().__post_init__()
         except ValueError as e:
             raise TypeError(str(e)) from e
+        if self.holdout_last < 0:
+            raise TypeError(f"holdout_last must be 0 or positive, got {self.holdout_last}")
         if not 0.0 < self.sample_fraction <= 1.0:
             raise TypeError(f"sample_fraction must be in (0, 1], got {self.sample_fraction!r}")
 
@@ -230,6 +243,27 @@ class ScoreConfig:
 
 
 @dataclass(frozen=True)
+class NextItemConfig:
+    behaviour: str = field(default="buying", metadata={"help": "behaviour whose items rank and recommend score"})
+    k: int = field(default=10, metadata={"help": "items per customer in the recommendations table"})
+    exclude_seen: bool = field(
+        default=True, metadata={"help": "recommend: leave out the items already in a customer's history"}
+    )
+    batch_size: int = field(default=256, metadata={"help": "histories per forward pass"})
+    partitions: int = field(default=8, metadata={"help": "partitions of the histories to score (parallelism)"})
+    ks: tuple[int, ...] = field(default=(1, 5, 10), metadata={"help": "evaluate-nextitem: cut-offs of HR@K, NDCG@K"})
+    negatives: int = field(default=100, metadata={"help": "evaluate-nextitem: negatives of the sampled protocols"})
+    seed: int = field(default=7, metadata={"help": "evaluate-nextitem: seed of the sampled negatives"})
+
+    def __post_init__(self) -> None:
+        if not self.ks or min(self.ks) < 1:
+            raise ValueError(f"nextitem.ks must be positive cut-offs, got {self.ks!r}")
+        for name in ("k", "batch_size", "partitions", "negatives"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"nextitem.{name} must be positive, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     project: ProjectConfig = ProjectConfig()
     spark: SparkConfig = SparkConfig()
@@ -239,6 +273,7 @@ class Config:
     tracking: TrackingConfig = TrackingConfig()
     embed: EmbedConfig = EmbedConfig()
     score: ScoreConfig = ScoreConfig()
+    nextitem: NextItemConfig = NextItemConfig()
     tables: dict[str, str] = field(default_factory=dict, metadata={"help": "table name overrides: logical -> physical"})
     sources: dict[str, str] = field(default_factory=dict, metadata={"help": "input overrides: events -> table or path"})
 

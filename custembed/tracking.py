@@ -30,6 +30,7 @@ TAG_RUN_DATE = "custembed.run_date"
 TAG_CUTOFF = "custembed.train_cutoff"  # last day of the data it was trained on
 TAG_INIT_CHECKPOINT = "custembed.init_checkpoint"  # what a fine-tuned model started from, as configured
 TAG_TRAINING_KEY = "custembed.training_key"  # sequences files + training config it was trained from
+TAG_HOLDOUT_LAST = "custembed.holdout_last"  # actions cut from the end of each training sequence
 TAG_PROMOTION = "custembed.promotion"
 LINEAGE_FILE = "custembed_lineage.json"
 PROMOTE_POLICIES = ("always", "if_better")

@@ -133,6 +133,11 @@ class ActionIdEncoder(SequenceEncoder[A]):
             (path / ACTIONS_FILE).write_text(json.dumps(list(self.actions)))
 
     @abc.abstractmethod
+    def score_next(self, tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """``[B, V]`` scores of every id as the next action of each sequence, after all of its actions
+        (eval mode, no grad). Higher is more likely; only the order within a row is meaningful."""
+
+    @abc.abstractmethod
     def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:
         """``hr@k``, ``ndcg@k``, ``count``, ``no_action_share``, ``targets`` of the held-out last actions."""
 

@@ -199,6 +199,25 @@ class Bert4RecEncoder(ActionIdEncoder[Bert4RecConfig]):
         return {**inputs, **corrupted}
 
     @torch.no_grad()
+    def score_next(self, tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """Scores at a ``[mask]`` appended after each sequence (its gap unknown: 0 days), as at training."""
+        tokens = check_action_ids(tokens, vocab_size=self.config.vocab_size, kind=self.kind)
+        keep = self.max_len - 1  # room for the [mask]
+        extended = [[*list(seq)[-keep:], self.config.mask_id] for seq in tokens]
+        batch = pad_right_keep_recent(extended, max_len=self.max_len, pad_id=self.config.pad_id)
+        if self.config.use_time_gaps:
+            gaps = check_gaps(tokens, gaps, self.kind)
+            batch["token_type_ids"] = gap_buckets(
+                [[*list(g)[-keep:], 0] for g in gaps], max_len=self.max_len, buckets=self.config.gap_buckets
+            )
+        batch = self._on_device(batch)
+        rows = torch.arange(len(extended), device=batch["input_ids"].device)
+        last = batch["attention_mask"].sum(dim=1) - 1  # [B]: the [mask]
+        with self._eval_mode():
+            hidden = self.model.bert(**self._model_inputs(batch)).last_hidden_state  # [B, L, H]
+            return self.model.cls(hidden[rows, last]).float()  # [B, V]
+
+    @torch.no_grad()
     def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:
         """HR@k and NDCG@k of predicting each sequence's last action from the ones before.
 

@@ -134,6 +134,10 @@ class SasRecEncoder(ActionIdEncoder[SasRecConfig]):
         return logits[rows, last].float()
 
     @torch.no_grad()
+    def score_next(self, tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        return self.next_action_scores(self.inputs(tokens=tokens))
+
+    @torch.no_grad()
     def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:
         """HR@k / NDCG@k of the last action of each sequence from its prefix (:func:`last_action_metrics`).
 

@@ -19,6 +19,8 @@ from custembed.io import Lake
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from custembed.catalogue import ActionCatalogue
+
 log = logging.getLogger(__name__)
 
 JobFn = Callable[["SparkSession", Config, argparse.Namespace, dt.date], Any]
@@ -64,6 +66,24 @@ def resolve_run_date(arg: str | None, cfg: Config) -> dt.date:
 
 def lake_from(spark: SparkSession, cfg: Config) -> Lake:
     return Lake(spark, cfg.project.database, cfg.project.lake_dir, cfg.spark.table_format, dict(cfg.tables))
+
+
+def run_catalogue(lake: Lake, cfg: Config, day: str) -> ActionCatalogue:
+    """The action catalogue a run's sequences were built with: the configured file, plus the
+    ``vocabulary`` rows of ``day`` when it takes items from data (a vocabulary, small by design:
+    at most ``vocabulary.max_items`` rows reach the driver)."""
+    from pyspark.sql import functions as F
+
+    from custembed.catalogue import load_catalogue
+    from custembed.errors import InputError
+
+    catalogue = load_catalogue(cfg.sequences.catalogue)
+    if not catalogue.needs_data:
+        return catalogue
+    rows = lake.read_partition("vocabulary", day).select("behaviour", "item", "id").orderBy(F.col("id")).collect()
+    if not rows:
+        raise InputError(f"no vocabulary for {day}: run `custembed sequences --run-date {day}` first")
+    return catalogue.with_data_actions((r["behaviour"], r["item"], int(r["id"])) for r in rows)
 
 
 def session_for(cfg: Config) -> tuple[SparkSession, bool]:

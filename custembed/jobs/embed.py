@@ -23,7 +23,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed import schemas
-from custembed.catalogue import N_SPECIAL, load_catalogue
+from custembed.catalogue import N_SPECIAL
 from custembed.config import Config, ConfigError
 from custembed.tracking import Tracking, tracking_for
 
@@ -113,7 +113,7 @@ def run(
     model_path: str | None = None,
 ) -> dict[str, Any]:
     """Reads ``sequences`` of the run date; writes ``embeddings`` (``source``, both views) and a ``runs`` row."""
-    from custembed.jobs.common import lake_from, record_run
+    from custembed.jobs.common import lake_from, record_run, run_catalogue
 
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     t0 = time.monotonic()
@@ -125,7 +125,7 @@ def run(
     # Arrow batches of the configured size reach the UDF; partitions spread them over the executors.
     spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", str(cfg.embed.arrow_batch_rows))
     if source == BASELINE:
-        catalogue = load_catalogue(cfg.sequences.catalogue)
+        catalogue = run_catalogue(lake, cfg, day)
         version = catalogue.name
         model_name = BASELINE
         parts = [

@@ -20,7 +20,6 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from custembed import lakefs, schemas
-from custembed.catalogue import load_catalogue
 from custembed.config import Config
 from custembed.io import Lake
 from custembed.projections import sample_prefix, sample_sizes
@@ -140,9 +139,10 @@ def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[st
     from, as recorded with it) and after fine-tuning."""
     from custembed.analysis import encoder_behaviour_attention
     from custembed.encoders import build_encoder, load_encoder
+    from custembed.jobs.common import run_catalogue
     from custembed.tracking import initial_checkpoint, tracking_for
 
-    catalogue = load_catalogue(cfg.sequences.catalogue)
+    catalogue = run_catalogue(lake, cfg, day)
     behaviours = [b for b in catalogue.behaviours]
     name = next((n for n, e in cfg.train.encoders.items() if e.kind == "mlm"), None)
     if name is None:

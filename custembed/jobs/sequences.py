@@ -25,7 +25,7 @@ from pyspark.sql import Window as SparkWindow
 from pyspark.sql import functions as F
 
 from custembed import schemas
-from custembed.catalogue import ACTION_SEPARATOR, ActionCatalogue, load_catalogue
+from custembed.catalogue import ACTION_SEPARATOR, MAX_ACTIONS, UNK_ID, ActionCatalogue, load_catalogue
 from custembed.config import Config, ConfigError, LabelWindow, SequencesConfig
 from custembed.errors import InputError
 
@@ -155,27 +155,9 @@ def _parsed_time(events: DataFrame, time_format: str | None) -> Column:
     return raw.cast("timestamp")
 
 
-def map_actions(
-    events: DataFrame,
-    *,
-    catalogue: ActionCatalogue,
-    run_date: dt.date,
-    time_format: str | None = None,
-) -> DataFrame:
-    """Raw events → events with ``_event_ts``, ``_action_id`` and ``_reject_reason``.
-
-    Input: the raw-event contract (``customer_id``, ``event_time``, ``event_type``,
-    ``item``, any extra columns). Output: the input columns (``customer_id``
-    trimmed, as text) plus the three columns above; ``_reject_reason`` is null
-    for usable rows and otherwise the first reason of ``REJECT_REASONS`` that
-    applies (duplicates are found later, by ``build_timelines``).
-    """
-    spark = events.sparkSession
+def _keyed_events(events: DataFrame, *, catalogue: ActionCatalogue, time_format: str | None) -> DataFrame:
+    """The input columns (``customer_id`` trimmed, as text) plus ``_event_ts``, ``_behaviour`` and ``_item_name``."""
     event_types = F.create_map(*[F.lit(x) for kv in catalogue.event_types.items() for x in kv])
-    actions = spark.createDataFrame(
-        catalogue.code_table(),
-        "_behaviour string, _item_name string, _join_action_id int",
-    )
     aliases = catalogue.item_aliases
     item_code = F.trim(F.col(schemas.ITEM))
     item_name = F.lower(item_code)
@@ -183,32 +165,135 @@ def map_actions(
         alias_map = F.create_map(*[F.lit(x) for kv in aliases.items() for x in kv])
         item_name = F.coalesce(F.try_element_at(alias_map, item_code), item_name)
     customer = F.trim(F.col(schemas.CUSTOMER_ID).cast("string"))
-    raw_time = F.col(schemas.EVENT_TIME)
-    with_keys = events.select(
+    return events.select(
         *[c for c in events.columns if c != schemas.CUSTOMER_ID],
         customer.alias(schemas.CUSTOMER_ID),
         _parsed_time(events, time_format).alias(_TS),
         F.try_element_at(event_types, F.trim(F.col(schemas.EVENT_TYPE))).alias("_behaviour"),
         item_name.alias("_item_name"),
     )
-    joined = with_keys.join(F.broadcast(actions), ["_behaviour", "_item_name"], "left")
-    raw_time_blank = raw_time.isNull() | (F.trim(raw_time.cast("string")) == "")
+
+
+def _first_future(run_date: dt.date) -> Column:
     # Epoch seconds, not F.lit(datetime): py4j reads a naive datetime in the driver's local zone,
     # which would move the cut-off by the driver's UTC offset. Events are future from 00:00 UTC
     # of the day after the run date.
-    first_future = F.timestamp_seconds(F.lit(utc_seconds(run_date + dt.timedelta(days=1))))
+    return F.timestamp_seconds(F.lit(utc_seconds(run_date + dt.timedelta(days=1))))
+
+
+def build_vocabulary(
+    events: DataFrame,
+    *,
+    catalogue: ActionCatalogue,
+    run_date: dt.date,
+    time_format: str | None = None,
+) -> DataFrame:
+    """Raw events → the data actions of ``catalogue`` (its ``items: data`` behaviours) with their ids.
+
+    Counts the usable events (customer, parseable time not after the run date) of each
+    (behaviour, item) of a data behaviour, keeps those seen ``catalogue.min_count``
+    times or more, at most ``catalogue.max_items`` of them, and numbers them from
+    ``catalogue.first_data_id``: most frequent first, ties by the behaviour's order in the
+    catalogue, then by item. Output: ``behaviour``, ``item``, ``id``, ``count``, ``text``
+    (the ``vocabulary`` columns without ``dt``). The distinct pairs are numbered in one
+    partition: a vocabulary, not the events.
+    """
+    if not catalogue.needs_data:
+        raise ValueError(f"catalogue {catalogue.name} has no behaviour with items from data")
+    keyed = _keyed_events(events, catalogue=catalogue, time_format=time_format)
+    usable = (
+        F.col(schemas.CUSTOMER_ID).isNotNull()
+        & (F.col(schemas.CUSTOMER_ID) != "")
+        & F.col(_TS).isNotNull()
+        & (F.col(_TS) < _first_future(run_date))
+        & F.col("_item_name").isNotNull()
+        & (F.col("_item_name") != "")
+        & F.col("_behaviour").isin(list(catalogue.data_behaviours))
+    )
+    order = F.create_map(*[x for i, b in enumerate(catalogue.data_behaviours) for x in (F.lit(b), F.lit(i))])
+    counts = (
+        keyed.where(usable)
+        .groupBy(F.col("_behaviour").alias("behaviour"), F.col("_item_name").alias("item"))
+        .agg(F.count(F.lit(1)).alias("count"))
+        .where(F.col("count") >= catalogue.min_count)
+    )
+    rank = F.row_number().over(
+        SparkWindow.orderBy(F.col("count").desc(), F.element_at(order, F.col("behaviour")), F.col("item"))
+    )
+    numbered = counts.select("*", (rank + F.lit(catalogue.first_data_id - 1)).alias("id"))
+    limit = MAX_ACTIONS - catalogue.n_declared if catalogue.max_items is None else catalogue.max_items
+    return numbered.where(F.col("id") < F.lit(catalogue.first_data_id + limit)).select(
+        "behaviour",
+        "item",
+        F.col("id").cast("int").alias("id"),
+        F.col("count").cast("bigint").alias("count"),
+        F.concat_ws(" ", "behaviour", "item").alias("text"),
+    )
+
+
+def action_texts_frame(spark: SparkSession, catalogue: ActionCatalogue, vocabulary: DataFrame) -> DataFrame:
+    """One row, column ``texts``: the text of every id (special, declared, then the run's data actions)."""
+    declared = spark.createDataFrame(
+        list(enumerate(catalogue.id_to_text()[: catalogue.first_data_id])), "id int, text string"
+    )
+    every = declared.unionByName(vocabulary.select("id", "text"))
+    pairs = F.array_sort(F.collect_list(F.struct("id", "text")))
+    return every.agg(F.transform(pairs, lambda p: p["text"]).alias("texts"))
+
+
+def map_actions(
+    events: DataFrame,
+    *,
+    catalogue: ActionCatalogue,
+    run_date: dt.date,
+    time_format: str | None = None,
+    vocabulary: DataFrame | None = None,
+) -> DataFrame:
+    """Raw events → events with ``_event_ts``, ``_action_id`` and ``_reject_reason``.
+
+    Input: the raw-event contract (``customer_id``, ``event_time``, ``event_type``,
+    ``item``, any extra columns). Output: the input columns (``customer_id``
+    trimmed, as text) plus the three columns above; ``_reject_reason`` is null
+    for usable rows and otherwise the first reason of ``REJECT_REASONS`` that
+    applies (duplicates are found later, by ``build_timelines``). A catalogue with
+    ``items: data`` behaviours needs the run's ``vocabulary`` (:func:`build_vocabulary`);
+    an item of such a behaviour that is not in it maps to the unknown id.
+    """
+    spark = events.sparkSession
+    actions = spark.createDataFrame(
+        catalogue.code_table(),
+        "_behaviour string, _item_name string, _join_action_id int",
+    )
+    if catalogue.needs_data:
+        if vocabulary is None:
+            raise ValueError(f"catalogue {catalogue.name} takes items from data: pass the run's vocabulary")
+        actions = actions.unionByName(
+            vocabulary.select(
+                F.col("behaviour").alias("_behaviour"),
+                F.col("item").alias("_item_name"),
+                F.col("id").alias("_join_action_id"),
+            )
+        )
+    raw_time = F.col(schemas.EVENT_TIME)
+    with_keys = _keyed_events(events, catalogue=catalogue, time_format=time_format)
+    joined = with_keys.join(F.broadcast(actions), ["_behaviour", "_item_name"], "left")
+    action = F.col("_join_action_id")
+    if catalogue.needs_data:
+        rare = F.col("_behaviour").isin(list(catalogue.data_behaviours)) & action.isNull()
+        action = F.when(rare, F.lit(UNK_ID)).otherwise(action)
+    raw_time_blank = raw_time.isNull() | (F.trim(raw_time.cast("string")) == "")
     reason = (
         F.when(F.col(schemas.CUSTOMER_ID).isNull() | (F.col(schemas.CUSTOMER_ID) == ""), MISSING_CUSTOMER_ID)
         .when(raw_time_blank, MISSING_TIME)
         .when(F.col(_TS).isNull(), UNPARSEABLE_TIME)
         .when(F.col("_behaviour").isNull(), UNKNOWN_EVENT_TYPE)
-        .when(F.col("_join_action_id").isNull(), UNKNOWN_ITEM)
-        .when(F.col(_TS) >= first_future, FUTURE_TIME)
+        .when(action.isNull(), UNKNOWN_ITEM)
+        .when(F.col(_TS) >= _first_future(run_date), FUTURE_TIME)
     )
     return joined.select(
         *events.columns,
         F.col(_TS),
-        F.col("_join_action_id").alias(_ACTION),
+        action.alias(_ACTION),
         reason.alias(_REASON),
     )
 
@@ -322,7 +407,8 @@ def build_sequences(
     cutoff: dt.date,
     max_len: int,
     no_action_id: int,
-    action_texts: Sequence[str],
+    action_texts: Sequence[str] | DataFrame,
+    fill_empty_months: bool = True,
 ) -> DataFrame:
     """Timelines → one sequence per customer with an event up to ``cutoff`` (inclusive).
 
@@ -338,6 +424,11 @@ def build_sequences(
     first day; 0 for the customer's first token), computed before truncation and
     cut with the tokens. Output: the ``sequences`` columns without
     ``dt``/``view``.
+
+    ``action_texts`` is the text of every id, as a list or as a one-row DataFrame with
+    an array column ``texts`` (:func:`action_texts_frame`, for vocabularies built from data,
+    too large for a literal in the plan). ``fill_empty_months=False`` adds no ``no action``
+    tokens (next-item data, where a month without an event means nothing).
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
@@ -359,19 +450,20 @@ def build_sequences(
         seconds = F.unix_seconds(start.cast("timestamp"))
         return F.shiftleft(seconds + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.lit(no_action_id).cast("bigint"))
 
-    texts = F.array(*[F.lit(t) for t in action_texts])
+    if isinstance(action_texts, DataFrame):
+        timelines = timelines.crossJoin(F.broadcast(action_texts.select(F.col("texts").alias("_texts"))))
+        texts = F.col("_texts")
+    else:
+        texts = F.array(*[F.lit(t) for t in action_texts])
+    # sequence(a, b) counts down when a > b: a customer whose first month is the incomplete one
+    # gets sequence(a, a) = [a], an event month, so no empty month
+    every_month = F.sequence(F.array_min("_m"), F.greatest(F.array_min("_m"), F.lit(last_complete_month)))
+    empty = F.array_except(every_month if fill_empty_months else F.col("_m"), F.col("_m"))
     staged = (
-        timelines.select(schemas.CUSTOMER_ID, kept.alias("_kept"))
+        timelines.select(schemas.CUSTOMER_ID, kept.alias("_kept"), *[c for c in ("_texts",) if c in timelines.columns])
         .where(F.size("_kept") > 0)
         .select("*", months.alias("_m"))
-        .select(
-            "*",
-            # sequence(a, b) counts down when a > b: a customer whose first month is the incomplete one
-            # gets sequence(a, a) = [a], an event month, so no empty month
-            F.array_except(
-                F.sequence(F.array_min("_m"), F.greatest(F.array_min("_m"), F.lit(last_complete_month))), F.col("_m")
-            ).alias("_empty"),
-        )
+        .select("*", empty.alias("_empty"))
         .select("*", F.array_sort(F.concat("_kept", F.transform("_empty", month_token))).alias("_all"))
         .select("*", F.size("_all").alias("_n"), _day_gaps(F.col("_all")).alias("_gaps"))
         .select(
@@ -478,7 +570,18 @@ def run(
     )
 
     input_columns = events.columns
-    mapped = map_actions(events, catalogue=catalogue, run_date=run_date, time_format=cfg.sequences.time_format)
+    day = run_date.isoformat()
+    vocabulary = None
+    action_texts: Sequence[str] | DataFrame = catalogue.id_to_text()
+    if catalogue.needs_data:
+        built = build_vocabulary(events, catalogue=catalogue, run_date=run_date, time_format=cfg.sequences.time_format)
+        lake.write_partitions(built.withColumn(schemas.DT, F.lit(day)), "vocabulary")
+        vocabulary = lake.read_partition("vocabulary", day)  # the stored ids, the ones every later step reads
+        action_texts = action_texts_frame(spark, catalogue, vocabulary)
+        log.info("sequences: vocabulary of %s written (min_count %d)", catalogue.name, catalogue.min_count)
+    mapped = map_actions(
+        events, catalogue=catalogue, run_date=run_date, time_format=cfg.sequences.time_format, vocabulary=vocabulary
+    )
     timelines = build_timelines(mapped, input_columns=input_columns).persist()
     try:
         # both views through the same function: one rule for which months get `no action`
@@ -487,7 +590,8 @@ def run(
             timelines,
             max_len=cfg.sequences.max_len,
             no_action_id=catalogue.no_action_id,
-            action_texts=catalogue.id_to_text(),
+            action_texts=action_texts,
+            fill_empty_months=cfg.sequences.fill_empty_months,
         )
         train_view = sequences_up_to(cutoff=cutoff).withColumn(schemas.VIEW, F.lit(schemas.VIEW_TRAIN))
         current_view = sequences_up_to(cutoff=run_date).withColumn(schemas.VIEW, F.lit(schemas.VIEW_CURRENT))
@@ -522,6 +626,7 @@ def run(
         "sequences": {r[schemas.VIEW]: int(r["n"]) for r in counts},
         "source": source or "raw_events",
         "catalogue": catalogue.name,
+        **({"vocabulary": lake.read_partition("vocabulary", day).count()} if catalogue.needs_data else {}),
         "seconds": round(time.monotonic() - t0, 1),
     }
     summary: dict[str, object] = {

@@ -38,7 +38,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed import lakefs, schemas
-from custembed.catalogue import load_catalogue
+from custembed.catalogue import VOCABULARY_FILE, load_catalogue, vocabulary_json
 from custembed.config import (
     Config,
     ConfigError,
@@ -53,6 +53,7 @@ from custembed.io import Lake
 from custembed.tracking import (
     LINEAGE_FILE,
     TAG_CUTOFF,
+    TAG_HOLDOUT_LAST,
     TAG_INIT_CHECKPOINT,
     TAG_RUN_DATE,
     TAG_TRAINING_KEY,
@@ -218,6 +219,8 @@ def write_snapshot(
     else:
         if settings.sample_fraction < 1.0:
             sequences = sequences.sample(fraction=settings.sample_fraction, seed=settings.seed)
+        if settings.holdout_last:
+            sequences = without_last(sequences, settings.holdout_last)
         snapshot = sequences.select(*tables.table("training_snapshot").column_names)
         lake.write_files(snapshot.repartition(files, F.xxhash64(schemas.CUSTOMER_ID)), "training_snapshot", target)
     import pyarrow.dataset as ds
@@ -227,6 +230,24 @@ def write_snapshot(
     if rows == 0:
         raise InputError(f"no train-view sequences for {run_date}: run `custembed sequences --run-date {run_date}`")
     return rows
+
+
+def without_last(sequences: DataFrame, n: int) -> DataFrame:
+    """Sequences with their last ``n`` actions cut (tokens, gaps and text alike); emptied ones dropped.
+
+    What next-item evaluation holds out (``holdout_last: 2``: the last action is the test
+    target, the one before it the validation target), so training never sees either.
+    """
+    from custembed.catalogue import ACTION_SEPARATOR
+
+    # never negative: Spark may evaluate the projection before the filter
+    keep = F.greatest(F.size("tokens") - F.lit(n), F.lit(0))
+    return (
+        sequences.where(keep > 0)
+        .withColumn("tokens", F.slice("tokens", 1, keep))
+        .withColumn(schemas.GAPS, F.slice(schemas.GAPS, 1, keep))
+        .withColumn("text", F.array_join(F.slice(F.split("text", ACTION_SEPARATOR, -1), 1, keep), ACTION_SEPARATOR))
+    )
 
 
 def launch(train_cfg: TrainConfig) -> Callable[..., Any]:
@@ -319,7 +340,7 @@ def run(
 
     ``promote`` (``always`` or ``if_better``) overrides ``train.promote``.
     """
-    from custembed.jobs.common import lake_from, record_run
+    from custembed.jobs.common import lake_from, record_run, run_catalogue
     from custembed.tracking import promotion, tracking_for
     from custembed.training.loop import train
     from custembed.training.spec import TrainSpec, train_params
@@ -330,10 +351,15 @@ def run(
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     t0 = time.monotonic()
     # The model's fields are checked before any Spark or training work.
-    catalogue = load_catalogue(cfg.sequences.catalogue)
-    params = model_params(encoder_name, settings, vocab_size=catalogue.vocab_size, no_action_id=catalogue.no_action_id)
+    declared = load_catalogue(cfg.sequences.catalogue)
+    params = model_params(encoder_name, settings, vocab_size=declared.vocab_size, no_action_id=declared.no_action_id)
     lake = lake_from(spark, cfg)
     day = run_date.isoformat()
+    catalogue = run_catalogue(lake, cfg, day)  # with the run's data-built actions, if any
+    if catalogue.needs_data:
+        params = model_params(
+            encoder_name, settings, vocab_size=catalogue.vocab_size, no_action_id=catalogue.no_action_id
+        )
     sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
     files = cfg.train.num_processes * cfg.train.files_per_process
     training = {
@@ -341,6 +367,7 @@ def run(
         **params,
         **train_params(settings),
         "sample_fraction": settings.sample_fraction,
+        "holdout_last": settings.holdout_last,
         "num_processes": cfg.train.num_processes,
         "snapshot_files": files,
     }
@@ -395,8 +422,11 @@ def run(
         TAG_CUTOFF: cutoff or "",
         TAG_INIT_CHECKPOINT: str(settings.model.get("checkpoint") or ""),
         TAG_TRAINING_KEY: source["key"],
+        TAG_HOLDOUT_LAST: str(settings.holdout_last),
     }
     lakefs.write_text(lakefs.join(output_dir, LINEAGE_FILE), json.dumps(lineage, indent=2, sort_keys=True))
+    # what each id stood for, kept with the weights: rank/recommend map items through it
+    lakefs.write_text(lakefs.join(output_dir, VOCABULARY_FILE), vocabulary_json(catalogue))
     version = tracking.finish_run(run_id, metrics, output_dir, encoder_name, tags=lineage)
     promoted, why = promotion(promote or cfg.train.promote, metrics, champion)
     tracking.record_promotion(encoder_name, version, cfg.train.alias, promoted=promoted, reason=why)

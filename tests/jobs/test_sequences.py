@@ -380,3 +380,83 @@ def test_rows_differing_only_in_which_column_is_null_are_not_duplicates(spark) -
     raw = [json.loads(r["raw"]) for r in dups.collect()]
     assert [(r.get("channel"), r.get("note")) for r in raw] == [(None, None)]
     assert timelines.select(F.size("_packed").alias("n")).collect() == [Row(n=3)]
+
+
+DATA_CATALOGUE = parse_catalogue(
+    {
+        "name": "items-from-data",
+        "groups": {"services": ["chat"]},
+        "behaviours": [
+            {"name": "no action"},
+            {"name": "using", "items": "services"},
+            {"name": "buying", "items": "data"},
+            {"name": "viewing", "items": "data"},
+        ],
+        "event_types": {"BUY": "buying", "PV": "viewing", "USE": "using"},
+        "vocabulary": {"min_count": 2},
+    },
+    "data.yaml",
+)
+
+
+def test_vocabulary_from_data_numbers_frequent_items_after_the_declared_actions(spark) -> None:  # type: ignore[no-untyped-def]
+    rows = [
+        ("u1", ts("2023-01-01 10:00:00"), "BUY", "A"),
+        ("u1", ts("2023-01-02 10:00:00"), "BUY", " a "),  # same item once trimmed and lower-cased
+        ("u2", ts("2023-01-03 10:00:00"), "PV", "b"),
+        ("u2", ts("2023-01-04 10:00:00"), "PV", "b"),
+        ("u2", ts("2023-01-05 10:00:00"), "PV", "b"),
+        ("u3", ts("2023-01-05 10:00:00"), "BUY", "b"),
+        ("u3", ts("2023-01-06 10:00:00"), "BUY", "b"),
+        ("u3", ts("2023-01-07 10:00:00"), "BUY", "rare"),  # once: below min_count -> unknown id
+        ("u3", ts("2023-01-07 11:00:00"), "USE", "chat"),
+        (None, ts("2023-01-07 10:00:00"), "BUY", "rare"),  # rejected rows do not count
+        ("u4", ts("2023-08-07 10:00:00"), "BUY", "rare"),  # after the run date
+    ]
+    events = spark.createDataFrame(rows, SCHEMA)
+    vocabulary = seq.build_vocabulary(events, catalogue=DATA_CATALOGUE, run_date=RUN)
+    assert DATA_CATALOGUE.first_data_id == 5  # pad, mask, unk, no action, using chat
+    got = sorted((r["id"], r["behaviour"], r["item"], r["count"], r["text"]) for r in vocabulary.collect())
+    # most frequent first; the tie of 'buying a' and 'buying b' goes to the behaviour order, then the item
+    assert got == [
+        (5, "viewing", "b", 3, "viewing b"),
+        (6, "buying", "a", 2, "buying a"),
+        (7, "buying", "b", 2, "buying b"),
+    ]
+    catalogue = DATA_CATALOGUE.with_data_actions((r["behaviour"], r["item"], r["id"]) for r in vocabulary.collect())
+    assert catalogue.vocab_size == 8 and catalogue.action_id("buying", "b") == 7
+    mapped = seq.map_actions(events, catalogue=DATA_CATALOGUE, run_date=RUN, vocabulary=vocabulary)
+    by_item = {(r["customer_id"], r["item"]): (r[seq._ACTION], r[seq._REASON]) for r in mapped.collect()}
+    assert by_item[("u3", "rare")] == (2, None)  # known behaviour, rare item: used, as unknown
+    assert by_item[("u1", " a ")] == (6, None)
+    assert by_item[("u3", "chat")] == (4, None)
+    assert by_item[("u4", "rare")][1] == seq.FUTURE_TIME
+    texts = seq.action_texts_frame(spark, DATA_CATALOGUE, vocabulary).first()["texts"]
+    assert texts == catalogue.id_to_text()
+    timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
+    built = seq.build_sequences(
+        timelines,
+        cutoff=dt.date(2023, 3, 31),
+        max_len=10,
+        no_action_id=3,
+        action_texts=seq.action_texts_frame(spark, DATA_CATALOGUE, vocabulary),
+        fill_empty_months=False,
+    )
+    u3 = built.where("customer_id = 'u3'").first()
+    assert u3["tokens"] == [7, 7, 2, 4] and u3["n_no_action"] == 0  # no 'no action' for Feb and Mar
+    assert u3["text"] == "buying b -> buying b -> [UNK] -> using chat"
+
+
+def test_data_vocabulary_settings_are_checked() -> None:
+    from custembed.config import ConfigError
+
+    base = {"behaviours": [{"name": "no action"}, {"name": "buying", "items": "data"}], "event_types": {}}
+    with pytest.raises(ConfigError, match="min_count"):
+        parse_catalogue({**base, "vocabulary": {"min_count": 0}}, "bad.yaml")
+    with pytest.raises(ConfigError, match="vocabulary.size"):
+        parse_catalogue({**base, "vocabulary": {"size": 3}}, "bad.yaml")
+    with pytest.raises(ConfigError, match="items: data"):
+        parse_catalogue({**base, "behaviours": [{"name": "no action"}], "vocabulary": {"min_count": 2}}, "bad.yaml")
+    catalogue = parse_catalogue(base, "ok.yaml")
+    with pytest.raises(ValueError, match="id 9 where 4 was expected"):
+        catalogue.with_data_actions([("buying", "x", 9)])

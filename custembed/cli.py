@@ -20,6 +20,7 @@ JOBS: dict[str, str] = {
     "rank": "rank",
     "recommend": "recommend",
     "evaluate-nextitem": "evaluate_nextitem",
+    "segment": "segment",
     "sql": "sql",
 }
 
@@ -38,6 +39,7 @@ jobs:
   rank       a next-item model's scores of candidate items (user<TAB>item,item lines) into a file
   recommend  top-K next items per customer from a next-item model -> recommendations table
   evaluate-nextitem  HR@K / NDCG@K of a next-item model, leave-one-out, full and sampled protocols
+  segment    k-means segments of one source's embeddings (k by silhouette) and their profiles
   sql        print the result of a SQL query against the project's catalogue
 
 `custembed <job> --help` lists a job's options."""

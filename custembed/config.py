@@ -264,6 +264,27 @@ class NextItemConfig:
 
 
 @dataclass(frozen=True)
+class SegmentConfig:
+    view: str = field(default="current", metadata={"help": "embeddings view to segment: current or train"})
+    k_min: int = field(default=2, metadata={"help": "fewest segments tried"})
+    k_max: int = field(default=8, metadata={"help": "most segments tried; the best silhouette wins"})
+    choose_sample: int = field(
+        default=20000, metadata={"help": "customers (seeded sample) on which each k is fitted and its silhouette taken"}
+    )
+    normalize: bool = field(default=True, metadata={"help": "L2-normalise vectors first (k-means on directions)"})
+    max_iter: int = field(default=30, metadata={"help": "k-means iterations"})
+    top_actions: int = field(default=5, metadata={"help": "actions listed per segment profile"})
+    seed: int = field(default=11)
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.k_min <= self.k_max:
+            raise ValueError(f"need 2 <= segment.k_min <= segment.k_max, got {self.k_min}, {self.k_max}")
+        for name in ("choose_sample", "max_iter", "top_actions"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"segment.{name} must be positive, got {getattr(self, name)!r}")
+
+
+@dataclass(frozen=True)
 class Config:
     project: ProjectConfig = ProjectConfig()
     spark: SparkConfig = SparkConfig()
@@ -274,6 +295,7 @@ class Config:
     embed: EmbedConfig = EmbedConfig()
     score: ScoreConfig = ScoreConfig()
     nextitem: NextItemConfig = NextItemConfig()
+    segment: SegmentConfig = SegmentConfig()
     tables: dict[str, str] = field(default_factory=dict, metadata={"help": "table name overrides: logical -> physical"})
     sources: dict[str, str] = field(default_factory=dict, metadata={"help": "input overrides: events -> table or path"})
 

@@ -183,7 +183,41 @@ def synthetic_report_data() -> ReportData:
         projections=_projections(rng),
         attention=_attention(rng),
         attention_labels=BEHAVIOURS,
+        segments=_segments(),
+        nextitem=_nextitem(),
         notes=["Scores use the <b>champion</b> models & the default classifier."],
+    )
+
+
+def _segments() -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "segment": [0, 1],
+            "customers": [600, 400],
+            "share": [0.6, 0.4],
+            "top_actions": [["buying styler (x2.5)", "visiting store (x1.2)"], ["repairing oven (x3.1)"]],
+            "buyers_share": [0.3, 0.1],
+            "silhouette": [0.41, 0.41],
+            "k": [2, 2],
+            "model": ["bert4rec", "bert4rec"],
+        }
+    )
+
+
+def _nextitem() -> pd.DataFrame:
+    rows = [
+        (model, protocol, metric, k, value)
+        for model, base in (("sasrec", 0.08), ("bert4rec", 0.06))
+        for protocol in ("full", "sampled-popularity")
+        for metric in ("hr", "ndcg")
+        for k, value in ((10, base * 2), (1, base))
+    ]
+    frame = pd.DataFrame(rows, columns=["model", "protocol", "metric", "k", "value"])
+    return frame.assign(
+        protocol_name=frame["protocol"] + " (named)",
+        ci_low=frame["value"] - 0.01,
+        ci_high=frame["value"] + 0.01,
+        customers=1000,
     )
 
 
@@ -346,6 +380,15 @@ def test_models_and_classifier_tables(report_path: Path) -> None:
     assert "<strong>0.710</strong>" not in section  # all classifiers tie on accuracy: nothing to highlight
 
 
+def test_segments_and_nextitem_tables(report_path: Path) -> None:
+    parser = _parse(report_path)
+    segments = parser.text("segments")
+    assert "k = 2 chosen by silhouette (0.410)" in segments and "repairing oven (x3.1)" in segments
+    nextitem = parser.text("next-item")
+    assert "sampled-popularity (named)" in nextitem and "0.1600 [0.1500, 0.1700]" in nextitem
+    assert nextitem.index("HR@1") < nextitem.index("HR@10")
+
+
 @pytest.mark.parametrize("empty", ["none", "empty"])
 def test_empty_inputs_render_not_available_notes(tmp_path: Path, empty: str) -> None:
     if empty == "none":
@@ -360,6 +403,8 @@ def test_empty_inputs_render_not_available_notes(tmp_path: Path, empty: str) -> 
             projections={},
             attention={},
             attention_labels=[],
+            segments=pd.DataFrame(),
+            nextitem=pd.DataFrame(),
             notes=[],
         )
     path = render_report(data, tmp_path / "empty.html")

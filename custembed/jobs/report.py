@@ -222,6 +222,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         log.warning("report: no attention maps (%s)", str(e).splitlines()[0])
         attention, labels = {}, []
         notes.append(f"attention maps not available: {str(e).splitlines()[0]}")
+    segments = lake.read_partition("segment_profiles", day).toPandas() if lake.exists("segment_profiles") else None
+    nextitem = lake.read_partition("nextitem_metrics", day).toPandas() if lake.exists("nextitem_metrics") else None
     data = ReportData(
         title="custembed: customer embeddings, propensity and lift",
         run_date=day,
@@ -236,6 +238,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         projections=projections(lake, day, sources, focus, cfg.score.seed),
         attention=attention or None,
         attention_labels=labels or None,
+        segments=segments,
+        nextitem=nextitem,
         notes=notes + [f"projections coloured by buyers of {focus} in the test window"],
     )
     target = output or lake.path("reports", f"report-{day}.html")

@@ -60,9 +60,11 @@ from custembed.report.sections import (
     decile_section,
     model_comparison_section,
     models_section,
+    nextitem_section,
     notes_section,
     probes_section,
     projections_section,
+    segments_section,
     source_colors,
     summary_section,
 )
@@ -88,6 +90,8 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("models", "Models"),
     ("projections", "Embedding projections"),
     ("attention", "Attention between behaviour types"),
+    ("segments", "Customer segments"),
+    ("next-item", "Next-item recommendation"),
     ("notes", "Notes"),
 )
 
@@ -132,6 +136,8 @@ def render_report(
         "models": lambda: models_section(data.model_info),
         "projections": lambda: projections_section(data.projections, max_points=max_points, seed=seed),
         "attention": lambda: attention_section(data.attention, data.attention_labels, max_pairs=max_attention_pairs),
+        "segments": lambda: segments_section(data.segments),
+        "next-item": lambda: nextitem_section(data.nextitem),
         "notes": lambda: notes_section(data.notes),
     }
     sections = []

@@ -65,6 +65,10 @@ class ReportData:
         attention: per state (e.g. "pre-trained", "fine-tuned", in that order) a mapping
             ``"layer L head H"`` -> ``[K, K]`` mean attention between behaviour types.
         attention_labels: the K behaviour names, row/column order of the attention matrices.
+        segments: ``segment_profiles`` rows of the run date (segment, customers, share,
+            top_actions, buyers_share, silhouette, k, model), empty when nothing was segmented.
+        nextitem: ``nextitem_metrics`` rows of the run date (model, protocol, protocol_name,
+            metric, k, value, ci_low, ci_high, customers), empty when no next-item model was evaluated.
         notes: free-text lines shown at the end.
     """
 
@@ -81,6 +85,8 @@ class ReportData:
     projections: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
     attention: Mapping[str, Mapping[str, np.ndarray]] | None = None
     attention_labels: Sequence[str] | None = None
+    segments: pd.DataFrame | None = None
+    nextitem: pd.DataFrame | None = None
     notes: Sequence[str] | None = None
 
     def __post_init__(self) -> None:
@@ -88,6 +94,8 @@ class ReportData:
         _check_frame("decile_lift", self.decile_lift, DECILE_COLUMNS)
         _check_frame("classifier_comparison", self.classifier_comparison, METRIC_COLUMNS)
         _check_frame("model_info", self.model_info, ("source",))
+        _check_frame("segments", self.segments, ("model", "segment", "customers", "top_actions"))
+        _check_frame("nextitem", self.nextitem, ("model", "protocol", "metric", "k", "value", "ci_low", "ci_high"))
         _check_projections(self.projections)
         _check_attention(self.attention, self.attention_labels)
 

@@ -475,6 +475,65 @@ def attention_section(
     return "\n".join(parts)
 
 
+def segments_section(segments: pd.DataFrame | None) -> str:
+    """Per segmented source: k, its silhouette and each segment's size, buyers and over-represented actions."""
+    if segments is None or segments.empty:
+        return not_available("no segments for this date: run `custembed segment --encoder NAME`")
+    parts = []
+    for model in in_order(segments["model"]):
+        rows = segments[segments["model"] == model].sort_values("segment")
+        head = [[cell(h, header=True) for h in ("segment", "customers", "share", "buyers", "over-represented actions")]]
+        body = [
+            (
+                [
+                    cell(str(r.segment), header=True, scope="row"),
+                    cell(fmt_count(r.customers), numeric=True),
+                    cell(fmt_rate(r.share), numeric=True),
+                    cell(fmt_rate(r.buyers_share), numeric=True),
+                    cell("; ".join(str(a) for a in r.top_actions) or MISSING),
+                ],
+                "",
+            )
+            for r in rows.itertuples()
+        ]
+        first = rows.iloc[0]
+        caption = (
+            f"{model}: k-means on L2-normalised embeddings, k = {int(first['k'])} chosen by silhouette "
+            f"({fmt(as_float(first['silhouette']), 3)}); actions by lift over all customers (x lift), among "
+            "those at least 5 % of the segment has; buyers = customers with a buying action in their history."
+        )
+        parts.append(html_table(head, body, caption=caption))
+    return "".join(parts)
+
+
+def nextitem_section(nextitem: pd.DataFrame | None) -> str:
+    """HR@K and NDCG@K with their intervals per model and protocol (``evaluate-nextitem``)."""
+    if nextitem is None or nextitem.empty:
+        return not_available("no next-item evaluation for this date: run `custembed evaluate-nextitem`")
+    parts = []
+    for protocol in in_order(nextitem["protocol"]):
+        rows = nextitem[nextitem["protocol"] == protocol]
+        pairs = zip(rows["metric"], rows["k"], strict=True)
+        columns = sorted({(str(m), int(k)) for m, k in pairs})
+        head = [[cell("model", header=True)] + [cell(f"{m.upper()}@{k}", header=True) for m, k in columns]]
+        body = []
+        for model in in_order(rows["model"]):
+            cells = [cell(str(model), header=True, scope="row")]
+            for m, k in columns:
+                hit = rows[(rows["model"] == model) & (rows["metric"] == m) & (rows["k"] == k)]
+                text = MISSING
+                if len(hit):
+                    h = hit.iloc[0]
+                    text = f"{h['value']:.4f} [{h['ci_low']:.4f}, {h['ci_high']:.4f}]"
+                cells.append(cell(text, numeric=True))
+            body.append((cells, ""))
+        name = str(rows["protocol_name"].iloc[0]) if "protocol_name" in rows else str(protocol)
+        customers = int(rows["customers"].max()) if "customers" in rows else 0
+        caption = f"{protocol}: {name}; {customers} customers; 95 % intervals (mean ± 1.96 sd / √n)."
+        parts.append(html_table(head, body, caption=caption))
+    return "".join(parts)
+
+
 def notes_section(notes: Sequence[str] | None) -> str:
     lines = [str(note) for note in (notes or []) if str(note).strip()]
     if not lines:

@@ -2,7 +2,8 @@
 
 generate → sequences → train BERT4Rec, CoLES and the fine-tuned LM (small budgets,
 ``conf/demo.yaml``) → embed (the encoders and the counts baseline) → score (with the
-linear-probe and k-NN probes and the +counts hybrids) → report; prints the model
+linear-probe and k-NN probes and the +counts hybrids) → segment (k-means on the first
+encoder's embeddings) → report; prints the model
 comparison and where the tables and the report are.
 """
 
@@ -28,7 +29,7 @@ DEMO_CONF = "demo.yaml"
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequence[str]) -> dict[str, Any]:
     """Writes every table of the pipeline from a generated lake, trains ``encoders`` and writes the report."""
-    from custembed.jobs import embed, generate, report, score, sequences, train
+    from custembed.jobs import embed, generate, report, score, segment, sequences, train
 
     timings: dict[str, float] = {}
     t_all = time.monotonic()
@@ -49,6 +50,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
     for source in [*encoders, embed.BASELINE]:
         step(f"embed {source}", lambda s=source: embed.run(spark, cfg, run_date=run_date, source=s))
     step("score", lambda: score.run(spark, cfg, run_date=run_date))
+    segmented = encoders[0] if encoders else embed.BASELINE  # marketing segments of the first learned source
+    segments = step(f"segment {segmented}", lambda: segment.run(spark, cfg, run_date=run_date, source=segmented))
     report_summary = step("report", lambda: report.run(spark, cfg, run_date=run_date))
     total = round(time.monotonic() - t_all, 1)
     return {
@@ -60,6 +63,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
             for n, t in trained.items()
         },
         "ranking_protocol": ranking_protocol(),
+        "segments": {"source": segmented, "k": segments["k"], "profiles": segments["profiles"]},
         "timings_s": {**timings, "total": total},
         "tables": f"database `{cfg.project.database}` in {tables.warehouse_dir(cfg.project.lake_dir)} "
         f'(try: custembed sql "show tables")',

@@ -18,6 +18,8 @@ JOBS: dict[str, str] = {
     "demo": "demo",
     "ingest": "ingest",
     "sql": "sql",
+    "journeys-simulate": "journeys_simulate",
+    "journeys-prepare": "journeys_prepare",
 }
 
 USAGE = """usage: custembed <job> [--conf FILE] [--set key=value ...] [--run-date YYYY-MM-DD] [job options]
@@ -33,6 +35,8 @@ jobs:
   demo       generate -> sequences -> train -> embed -> score -> report on the embedded default
   ingest     public data (online-retail CSV, user-item, taobao) -> the raw-event contract
   sql        print the result of a SQL query against the project's catalogue
+  journeys-simulate  system B: simulated store visits -> store_positions, store_scans (embedded default)
+  journeys-prepare   system B: positions + till scans -> location codes, pauses, one journey text per visit
 
 `custembed <job> --help` lists a job's options."""
 

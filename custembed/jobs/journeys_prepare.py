@@ -172,9 +172,13 @@ def with_codes(classified: DataFrame) -> DataFrame:
     )
 
 
+_PANDAS_TYPES = {"string": "object", "int": "int32", "double": "float64", "timestamp": "datetime64[ns]"}
+
+
 def _empty_journeys() -> pd.DataFrame:
-    names = [part.split()[0] for part in _JOURNEY_COLUMNS.split(", ")]
-    return pd.DataFrame({name: [] for name in names})
+    """No journey, in the UDF's output types (an empty float column would not cast to a timestamp)."""
+    columns = (part.split() for part in _JOURNEY_COLUMNS.split(", "))
+    return pd.DataFrame({name: pd.Series(dtype=_PANDAS_TYPES[kind]) for name, kind in columns})
 
 
 def build_journeys(

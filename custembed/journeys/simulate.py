@@ -371,7 +371,13 @@ def simulate_rows(
     position_rows = (
         pd.concat(positions, ignore_index=True) if positions else pd.DataFrame(columns=list(POSITION_COLUMNS))
     )
-    position_rows["t"] = pd.to_datetime(position_rows["t"].astype(float), unit="s")
+    position_rows["t"] = _timestamps(position_rows["t"])
     scan_rows = pd.DataFrame(scans, columns=list(SCAN_COLUMNS))
-    scan_rows["t"] = pd.to_datetime(scan_rows["t"].astype(float), unit="s")
+    scan_rows["t"] = _timestamps(scan_rows["t"])
     return position_rows, scan_rows
+
+
+def _timestamps(seconds: pd.Series) -> pd.Series:
+    """Epoch seconds → naive UTC datetimes at whole microseconds (Spark's resolution: no lossy cast)."""
+    micros = np.round(seconds.to_numpy(dtype=float) * 1e6).astype(np.int64)
+    return pd.Series(pd.to_datetime(micros, unit="us"), index=seconds.index)

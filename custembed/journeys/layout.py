@@ -142,8 +142,9 @@ class StoreLayout:
         distance = self.shelf_distance(x, y)
         nearest = distance.argmin(axis=-1)
         close = np.take_along_axis(distance, nearest[..., None], axis=-1)[..., 0] <= reach
-        zones = self._shelf_zones[nearest]
-        return np.where(close, zones, None).astype(object)
+        result = np.full(close.shape, None, dtype=object)
+        result[close] = self._shelf_zones[nearest[close]]
+        return result
 
     @property
     def zones(self) -> tuple[str, ...]:

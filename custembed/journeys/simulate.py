@@ -329,29 +329,23 @@ def simulate_visit(graph: StoreGraph, settings: SimulationSettings, index: int) 
 def _dirty(visit: Visit, index: int, layout: StoreLayout, settings: SimulationSettings) -> pd.DataFrame:
     """The visit's position rows, a share ``dirty_fraction`` of them made dirty (its own random stream)."""
     n = len(visit.t)
-    rows = pd.DataFrame(
-        {
-            "store": layout.name,
-            "visit_id": pd.Series([visit.visit_id] * n, dtype=object),
-            "seq": np.arange(n, dtype=np.int64),
-            "t": visit.start + visit.t,
-            "x": visit.x,
-            "y": visit.y,
-        }
-    )
+    visit_ids = np.full(n, visit.visit_id, dtype=object)
+    t = visit.start + visit.t
+    x = visit.x.copy()
     # a stream of its own, so dirt never changes the clean rows
     rng = np.random.default_rng([settings.seed, store_key(layout.name), settings.run_date.toordinal(), index, 1])
     count = int(rng.binomial(n, settings.dirty_fraction)) if n > 1 else 0
-    for row, kind in zip(
-        rng.choice(np.arange(1, n), size=count, replace=False), rng.integers(0, 3, size=count), strict=True
-    ):
+    rows = rng.choice(np.arange(1, n), size=count, replace=False) if count else np.zeros(0, np.int64)
+    for row, kind in zip(rows.tolist(), rng.integers(0, 3, size=count).tolist(), strict=True):
         if kind == 0:  # a ghost reading far outside the walls
-            rows.at[row, "x"] = -3.0 - float(rng.uniform(0.0, 10.0))
+            x[row] = -3.0 - float(rng.uniform(0.0, 10.0))
         elif kind == 1:  # a clock step back: earlier than the sample before
-            rows.at[row, "t"] = rows.at[row - 1, "t"] - float(rng.uniform(1.0, 30.0))
+            t[row] = t[row - 1] - float(rng.uniform(1.0, 30.0))
         else:
-            rows.at[row, "visit_id"] = None
-    return rows
+            visit_ids[row] = None
+    return pd.DataFrame(
+        {"store": layout.name, "visit_id": visit_ids, "seq": np.arange(n, dtype=np.int64), "t": t, "x": x, "y": visit.y}
+    )
 
 
 def simulate_rows(

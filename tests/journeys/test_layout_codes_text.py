@@ -188,3 +188,15 @@ def test_format_refuses_markers_outside_the_journey() -> None:
         format_journey(["A00000", "A00001"], {2: ["dairy"]})
     with pytest.raises(ValueError, match="cannot be a marker"):
         format_journey(["A00000"], {0: ["dairy foods"]})
+
+
+def test_the_journeys_package_imports_no_pyspark() -> None:
+    """It runs in Spark's Python workers and in the model side's processes: numpy, pandas, scipy, sklearn only."""
+    import ast
+
+    package = Path(codes.__file__).resolve().parent
+    for module in package.glob("*.py"):
+        tree = ast.parse(module.read_text())
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+        imported += [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        assert not [name for name in imported if name.startswith("pyspark")], module.name

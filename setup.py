@@ -12,7 +12,7 @@ setup(
     python_requires=">=3.10",
     packages=find_packages(include=["custembed", "custembed.*"]),
     # conf/ ships inside the wheel so executors and spark-submit jobs find it.
-    package_data={"custembed": ["conf/*.yaml", "conf/log4j2.properties"]},
+    package_data={"custembed": ["conf/*.yaml", "conf/stores/*.yaml", "conf/log4j2.properties"]},
     include_package_data=True,
     install_requires=[
         "pyspark>=4.0,<5",

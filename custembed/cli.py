@@ -22,6 +22,8 @@ JOBS: dict[str, str] = {
     "evaluate-nextitem": "evaluate_nextitem",
     "segment": "segment",
     "sql": "sql",
+    "journeys-simulate": "journeys_simulate",
+    "journeys-prepare": "journeys_prepare",
 }
 
 USAGE = """usage: custembed <job> [--conf FILE] [--set key=value ...] [--run-date YYYY-MM-DD] [job options]
@@ -41,6 +43,8 @@ jobs:
   evaluate-nextitem  HR@K / NDCG@K of a next-item model, leave-one-out, full and sampled protocols
   segment    k-means segments of one source's embeddings (k by silhouette) and their profiles
   sql        print the result of a SQL query against the project's catalogue
+  journeys-simulate  system B: simulated store visits -> store_positions, store_scans (embedded default)
+  journeys-prepare   system B: positions + till scans -> location codes, pauses, one journey text per visit
 
 `custembed <job> --help` lists a job's options."""
 

@@ -285,6 +285,65 @@ class SegmentConfig:
 
 
 @dataclass(frozen=True)
+class JourneySimulateConfig:
+    """``journeys-simulate``: shoppers walking the store layouts (``custembed.journeys.simulate``)."""
+
+    visits: int = field(default=2000, metadata={"help": "visits per store and run date"})
+    sample_hz: float = field(default=1.0, metadata={"help": "positions per second (fixed sampling rate)"})
+    noise_m: float = field(default=0.15, metadata={"help": "standard deviation of the sensor noise per axis, metres"})
+    dirty_fraction: float = field(
+        default=0.002, metadata={"help": "share of position rows made dirty (outside, time backwards, no visit id)"}
+    )
+    seed: int = 11
+    partitions: int = field(default=4, metadata={"help": "Spark partitions the visits are simulated in"})
+
+    def __post_init__(self) -> None:
+        if self.visits < 1 or self.partitions < 1:
+            raise TypeError(f"visits and partitions must be >= 1, got {self.visits} and {self.partitions}")
+        if not 0.1 <= self.sample_hz <= 20.0:
+            raise TypeError(f"sample_hz must be in [0.1, 20], got {self.sample_hz!r}")
+        if self.noise_m < 0 or not 0.0 <= self.dirty_fraction < 1.0:
+            raise TypeError(
+                f"noise_m must be >= 0 and dirty_fraction in [0, 1), got {self.noise_m}, {self.dirty_fraction}"
+            )
+
+
+@dataclass(frozen=True)
+class JourneyPrepareConfig:
+    """``journeys-prepare``: positions → cells, codes, pauses (DBSCAN), purchase markers, one text per visit."""
+
+    eps_m: float = field(default=0.75, metadata={"help": "DBSCAN radius over (x, y, t / time_scale_s), metres"})
+    time_scale_s: float = field(default=4.0, metadata={"help": "seconds that count as one metre in DBSCAN"})
+    min_samples: int = field(default=5, metadata={"help": "DBSCAN min_samples (positions, the point itself included)"})
+    min_duration_s: float = field(default=5.0, metadata={"help": "shorter clusters are not pauses"})
+    pause_reach_m: float = field(
+        default=1.5, metadata={"help": "a pause's centre this close to a shelf is a pause at its zone"}
+    )
+    outside_margin_m: float = field(
+        default=0.5,
+        metadata={"help": "positions up to this far beyond a wall are sensor noise, moved onto it; further: rejected"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.eps_m <= 0 or self.time_scale_s <= 0 or self.min_samples < 1:
+            raise TypeError("eps_m and time_scale_s must be > 0 and min_samples >= 1")
+        if self.min_duration_s < 0 or self.pause_reach_m < 0 or self.outside_margin_m < 0:
+            raise TypeError("min_duration_s, pause_reach_m and outside_margin_m must be >= 0")
+
+
+@dataclass(frozen=True)
+class JourneysConfig:
+    """System B, in-store journeys. One sub-section per stage, so each stage adds its own."""
+
+    stores: tuple[str, ...] = field(
+        default=("store_a", "store_b"),
+        metadata={"help": "store layouts: a name in conf/stores/ or a path/URI to a layout file"},
+    )
+    simulate: JourneySimulateConfig = JourneySimulateConfig()
+    prepare: JourneyPrepareConfig = JourneyPrepareConfig()
+
+
+@dataclass(frozen=True)
 class Config:
     project: ProjectConfig = ProjectConfig()
     spark: SparkConfig = SparkConfig()
@@ -296,6 +355,7 @@ class Config:
     score: ScoreConfig = ScoreConfig()
     nextitem: NextItemConfig = NextItemConfig()
     segment: SegmentConfig = SegmentConfig()
+    journeys: JourneysConfig = JourneysConfig()
     tables: dict[str, str] = field(default_factory=dict, metadata={"help": "table name overrides: logical -> physical"})
     sources: dict[str, str] = field(default_factory=dict, metadata={"help": "input overrides: events -> table or path"})
 

@@ -522,7 +522,85 @@ _TABLES: tuple[Table, ...] = (
     ),
 )
 
-TABLES: Mapping[str, Table] = {table.name: table for table in _TABLES}
+# -- system B: in-store journeys (docs/journeys.md) --------------------------------------
+STORE = "store"
+VISIT_ID = "visit_id"
+
+_JOURNEY_TABLES: tuple[Table, ...] = (
+    Table(
+        "store_positions",
+        (
+            _c(VISIT_ID, "string", "one shopper's visit; unique within a store and date"),
+            _c("seq", "bigint", "the sensor's sample counter within the visit (orders rows; null: order by t)"),
+            _c("t", "timestamp", "when the position was sampled (UTC)"),
+            _c("x", "double", "metres east of the store's south-west corner (the layout's frame)"),
+            _c("y", "double", "metres north of the store's south-west corner"),
+            _c(DT, "string"),
+            _c(STORE, "string", "store layout name (conf/stores/<store>.yaml)"),
+        ),
+        (DT, STORE),
+        "journeys-simulate",
+        PARTITIONS,
+        "sampled position of a visit (input of journeys-prepare)",
+    ),
+    Table(
+        "store_scans",
+        (
+            _c(VISIT_ID, "string"),
+            _c("t", "timestamp", "when the till scanned the product (UTC)"),
+            _c("zone", "string", "store zone of the product (the layout's shelf zones)"),
+            _c(PRODUCT, "string"),
+            _c(DT, "string"),
+            _c(STORE, "string"),
+        ),
+        (DT, STORE),
+        "journeys-simulate",
+        PARTITIONS,
+        "product scanned at a till during a visit",
+    ),
+    Table(
+        "journeys",
+        (
+            _c(VISIT_ID, "string"),
+            _c(
+                TEXT,
+                "string",
+                "location codes (one per position, time order) and $<zone> purchase markers, space-separated",
+            ),
+            _c("n_positions", "int", "positions used (= location codes in text)"),
+            _c("n_pauses", "int", "pauses found by DBSCAN"),
+            _c("n_purchases", "int", "purchase markers in text"),
+            _c("n_scans", "int", "till scans of the visit"),
+            _c("start_time", "timestamp", "first position used"),
+            _c("duration_s", "double", "seconds from the first to the last position used"),
+            _c(DT, "string"),
+            _c(STORE, "string"),
+        ),
+        (DT, STORE),
+        "journeys-prepare",
+        PARTITIONS,
+        "store visit",
+    ),
+    Table(
+        "journey_rejects",
+        (
+            _c("reason", "string", "why journeys-prepare could not use the position row"),
+            _c(STORE, "string"),
+            _c(VISIT_ID, "string"),
+            _c("seq", "bigint"),
+            _c("t", "timestamp"),
+            _c("x", "double"),
+            _c("y", "double"),
+            _c(DT, "string"),
+        ),
+        (DT,),
+        "journeys-prepare",
+        PARTITIONS,
+        "unusable position row",
+    ),
+)
+
+TABLES: Mapping[str, Table] = {table.name: table for table in (*_TABLES, *_JOURNEY_TABLES)}
 
 
 def table(name: str) -> Table:

@@ -62,6 +62,47 @@ from custembed.tracking import (
 log = logging.getLogger(__name__)
 
 SNAPSHOT_COLUMNS = (schemas.CUSTOMER_ID, "tokens", "text")
+JOURNEYS = "journeys"  # the input table of system B's encoders
+MARKOV_KIND = "journeys_markov"  # counted by Spark, not a SequenceEncoder: no TorchDistributor
+
+
+def input_table(kind: str) -> str:
+    """The table an encoder kind trains on (its class's ``input_table``): ``sequences`` or ``journeys``."""
+    from custembed.encoders.registry import encoder_class
+
+    return JOURNEYS if kind == MARKOV_KIND else encoder_class(kind).input_table
+
+
+def journeys_files(journeys: DataFrame, day: str, store: str) -> list[str]:
+    """The data files behind one date and store of the journeys table (all files if not partitioned so)."""
+    files = sorted(journeys.inputFiles())
+    ours = [f for f in files if f"{schemas.DT}={day}" in f.split("/") and f"store={store}" in f.split("/")]
+    return ours or files
+
+
+def fit_tokenizer(data_dir: str, target: str, params: Mapping[str, Any]) -> str:
+    """A byte-level BPE learnt on the snapshot's texts (streamed in Arrow batches), saved at ``target``."""
+    import pyarrow.dataset as ds
+
+    from custembed.journeys.tokenizer import save_tokenizer, train_tokenizer
+
+    local = lakefs.local_path(target)
+    if lakefs.exists(lakefs.join(target, "tokenizer.json")):  # a resumed training keeps its ids
+        return local if local is not None else lakefs.get_dir(target)
+    filesystem, path = lakefs.pyarrow_filesystem(data_dir)
+    dataset = ds.dataset(path, filesystem=filesystem, format="parquet")
+    texts = (text for batch in dataset.to_batches(columns=["text"]) for text in batch.column(0).to_pylist() if text)
+    tokenizer = train_tokenizer(
+        texts, vocab_size=int(params["bpe_vocab_size"]), min_frequency=int(params["bpe_min_frequency"])
+    )
+    if local is not None:
+        save_tokenizer(tokenizer, local)
+    else:
+        with tempfile.TemporaryDirectory(prefix="custembed-bpe-") as scratch:
+            save_tokenizer(tokenizer, scratch)
+            lakefs.put_dir(scratch, target)
+    log.info("train: learnt a byte-level BPE of %d tokens on the training journeys (%s)", len(tokenizer), target)
+    return local if local is not None else lakefs.get_dir(target)
 
 
 def resolve_checkpoint(checkpoint: str | None) -> str:
@@ -93,11 +134,16 @@ def check_model(
     from custembed.encoders.registry import encoder_class
 
     key = f"train.encoders.{name}"
+    if settings.kind == MARKOV_KIND:
+        if settings.model:
+            raise ConfigError(f"{source}: {key}.model: a Markov chain has no model fields (its order: journeys.model)")
+        return {}
     try:
         cls = encoder_class(settings.kind)
     except ValueError as e:
         raise ConfigError(f"{source}: {key}.kind: {e}") from e
-    from_data = {"vocab_size": vocab_size, "no_action_id": no_action_id}
+    # tokenizer_dir: learnt by the job on the training journeys (a placeholder until then)
+    from_data = {"vocab_size": vocab_size, "no_action_id": no_action_id, "tokenizer_dir": ""}
     for field_name in cls.data_fields:
         if field_name in settings.model:
             raise ConfigError(f"{source}: {key}.model.{field_name} is set from the data; remove it")
@@ -313,11 +359,26 @@ def already_registered(
 
 
 def run(
-    spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: str, promote: str | None = None
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    run_date: dt.date,
+    encoder_name: str,
+    promote: str | None = None,
+    store: str | None = None,
+    init_from: str | None = None,
+    train_fraction: float = 1.0,
+    registry_name: str | None = None,
 ) -> dict[str, Any]:
     """Train ``encoder_name`` on the train view of ``run_date``; register it; move the alias if it is not worse.
 
-    ``promote`` (``always`` or ``if_better``) overrides ``train.promote``.
+    ``promote`` (``always`` or ``if_better``) overrides ``train.promote``. Encoders whose
+    ``input_table`` is ``journeys`` (system B) train on the journeys of ``run_date`` and of
+    ``store`` (default ``journeys.model.train_store``) outside the held-out test visits, of
+    which a seeded ``train_fraction``; ``init_from`` (a saved encoder's URI) starts from its
+    weights and tokenizer (fine-tuning); they register as ``<encoder>-<store>`` unless
+    ``registry_name`` says otherwise. The Markov chain baseline is counted by Spark instead
+    (:mod:`custembed.jobs.journeys_markov`).
     """
     from custembed.jobs.common import lake_from, record_run
     from custembed.tracking import promotion, tracking_for
@@ -327,6 +388,18 @@ def run(
     if encoder_name not in cfg.train.encoders:
         raise ConfigError(f"unknown encoder {encoder_name!r} (train.encoders: {', '.join(cfg.train.encoders)})")
     settings = cfg.train.encoders[encoder_name]
+    if settings.kind == MARKOV_KIND:
+        from custembed.jobs.journeys_markov import train_markov
+
+        return train_markov(
+            spark,
+            cfg,
+            run_date=run_date,
+            encoder_name=encoder_name,
+            store=store or cfg.journeys.model.train_store,
+            train_fraction=train_fraction,
+            registry_name=registry_name,
+        )
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     t0 = time.monotonic()
     # The model's fields are checked before any Spark or training work.
@@ -334,7 +407,6 @@ def run(
     params = model_params(encoder_name, settings, vocab_size=catalogue.vocab_size, no_action_id=catalogue.no_action_id)
     lake = lake_from(spark, cfg)
     day = run_date.isoformat()
-    sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
     files = cfg.train.num_processes * cfg.train.files_per_process
     training = {
         "kind": settings.kind,
@@ -344,7 +416,22 @@ def run(
         "num_processes": cfg.train.num_processes,
         "snapshot_files": files,
     }
-    source = training_source(sequences_files(sequences, run_date), training)
+    journeys = input_table(settings.kind) == JOURNEYS
+    if journeys:
+        from custembed.jobs.journeys_common import journey_model_name, training_journeys
+
+        store = store or cfg.journeys.model.train_store
+        sequences = training_journeys(
+            lake, cfg.journeys.holdout, day=day, store=store, fraction=train_fraction, seed=settings.seed
+        )
+        read_files = journeys_files(sequences, day, store)
+        registry_name = registry_name or journey_model_name(encoder_name, store)
+        training.update(store=store, train_fraction=train_fraction, init_from=init_from or "")
+    else:
+        sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
+        read_files = sequences_files(sequences, run_date)
+    encoder_name, trained = registry_name or encoder_name, encoder_name  # registry name from here on
+    source = training_source(read_files, training)
     tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
     registered = registered_version(tracking, encoder_name, source["key"])
     if registered is not None:
@@ -354,7 +441,10 @@ def run(
     work = training_dir(lake.path("training", encoder_name, day), source)
     data_dir = lakefs.join(work, "data")
     rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir)
-    cutoff = train_cutoff(sequences)
+    cutoff = None if journeys else train_cutoff(sequences)
+    if journeys and init_from is None and "tokenizer_dir" in params:
+        # the vocabulary is learnt on this training's own journeys before the model exists
+        params["tokenizer_dir"] = fit_tokenizer(data_dir, lakefs.join(work, "tokenizer"), params)
     output_dir = lakefs.join(work, "encoder")
     # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(
@@ -377,6 +467,7 @@ def run(
         checkpoint_dir=lakefs.join(work, "checkpoints"),
         encoder_kind=settings.kind,
         encoder_params=params,
+        init_dir=init_from,
         compare_dir=champion_dir,
         mlflow_tracking_uri=tracking.uri,
         mlflow_run_id=run_id,
@@ -410,7 +501,7 @@ def run(
     )
     alias_note = f"alias {cfg.train.alias}" if promoted else f"not {cfg.train.alias}: {why}"
     summary = {
-        "encoder": encoder_name,
+        "encoder": trained,
         "kind": settings.kind,
         "model": f"{tracking.model_name(encoder_name)} version {version} ({alias_note})",
         "sequences": rows,
@@ -436,12 +527,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const="always",
         help="give the new version the alias even if its validation loss is worse (default: train.promote)",
     )
+    parser.add_argument(
+        "--store", default=None, help="journey encoders: the store trained on (default journeys.model.train_store)"
+    )
 
 
 def _run_from_cli(spark: SparkSession, cfg: Config, args: argparse.Namespace, run_date: dt.date) -> dict[str, Any]:
     if args.encoder in cfg.train.encoders:
         check_model_layers(args.conf, args.set, args.encoder)  # a bad `model:` key names its file
-    return run(spark, cfg, run_date=run_date, encoder_name=args.encoder, promote=args.promote)
+    return run(spark, cfg, run_date=run_date, encoder_name=args.encoder, promote=args.promote, store=args.store)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

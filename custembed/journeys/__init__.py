@@ -1,0 +1,1 @@
+"""System B: in-store customer journeys (layouts, location codes, journey text, models, evaluation)."""

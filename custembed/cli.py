@@ -18,6 +18,9 @@ JOBS: dict[str, str] = {
     "demo": "demo",
     "ingest": "ingest",
     "sql": "sql",
+    # system B: in-store journeys, model side
+    "journeys-generate": "journeys_generate",
+    "journeys-evaluate": "journeys_evaluate",
 }
 
 USAGE = """usage: custembed <job> [--conf FILE] [--set key=value ...] [--run-date YYYY-MM-DD] [job options]
@@ -33,6 +36,10 @@ jobs:
   demo       generate -> sequences -> train -> embed -> score -> report on the embedded default
   ingest     public data (online-retail CSV, user-item, taobao) -> the raw-event contract
   sql        print the result of a SQL query against the project's catalogue
+
+in-store journeys (system B; `train --encoder journeys-gpt2|journeys-lstm|journeys-markov [--store S]`):
+  journeys-generate  continue each held-out visit from its first 7 points with every trained model
+  journeys-evaluate  JS divergences (cells, purchase zones, length) and shelf / out-of-store rates
 
 `custembed <job> --help` lists a job's options."""
 

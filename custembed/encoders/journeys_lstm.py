@@ -106,8 +106,11 @@ class JourneysLstmModel(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        # The LSTM keeps torch's own initialisation.
-        if isinstance(module, (nn.Embedding, nn.Linear)):
+        # The LSTM keeps torch's own initialisation, and the embedding its unit-variance one: with
+        # GPT-2's std 0.02 the LSTM's inputs are near zero and it idles on the unigram plateau.
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=1.0)
+        if isinstance(module, nn.Linear):
             nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)

@@ -157,7 +157,8 @@ def path_stats(codes: Sequence[str], layout: Any) -> tuple[int, int, int, int]:
 
 
 def path_stats_fn() -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]]:
-    """``mapInPandas`` function: ``store, model, text`` → ``store, model, positions, outside, steps, crossings``."""
+    """``mapInPandas`` function: ``store, model, train_fraction, text`` → those keys and
+    ``positions, outside, steps, crossings`` per journey (:func:`path_stats`)."""
 
     def stats(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
         from custembed.journeys.layout import load_layout
@@ -171,6 +172,6 @@ def path_stats_fn() -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.DataFrame]
                     layouts[store] = load_layout(store)
                 rows.append(path_stats(parse_journey(text).codes, layouts[store]))
             out = pd.DataFrame(rows, columns=["positions", "outside", "steps", "crossings"], dtype=np.int64)
-            yield pd.concat([frame[["store", "model"]].reset_index(drop=True), out], axis=1)
+            yield pd.concat([frame[["store", "model", "train_fraction"]].reset_index(drop=True), out], axis=1)
 
     return stats

@@ -130,6 +130,7 @@ def make_encoder(
                 "hidden_size": 32,
                 "num_layers": 2,
                 "max_len": 16,
+                "dropout": 0.0,
             },
         }
         if kind not in defaults:

@@ -21,6 +21,9 @@ JOBS: dict[str, str] = {
     # system B: in-store journeys, model side
     "journeys-generate": "journeys_generate",
     "journeys-evaluate": "journeys_evaluate",
+    "journeys-transfer": "journeys_transfer",
+    "journeys-report": "journeys_report",
+    "journeys-demo": "journeys_demo",
 }
 
 USAGE = """usage: custembed <job> [--conf FILE] [--set key=value ...] [--run-date YYYY-MM-DD] [job options]
@@ -40,6 +43,9 @@ jobs:
 in-store journeys (system B; `train --encoder journeys-gpt2|journeys-lstm|journeys-markov [--store S]`):
   journeys-generate  continue each held-out visit from its first 7 points with every trained model
   journeys-evaluate  JS divergences (cells, purchase zones, length) and shelf / out-of-store rates
+  journeys-transfer  store A's GPT-2 fine-tuned on 1/1, 1/10, 1/100 of store B vs from scratch
+  journeys-report    the journeys HTML page: JS table, rates, transfer curve, heat maps
+  journeys-demo      the whole of system B on the embedded default, with a printed summary
 
 `custembed <job> --help` lists a job's options."""
 

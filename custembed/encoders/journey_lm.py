@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerFast
@@ -83,7 +83,8 @@ class JourneyLmEncoder(HfTextEncoder[Any]):
         input_ids = encoded["input_ids"].to(self.device)  # [B, P]
         room = max(0, self.max_len - input_ids.shape[1])
         with self._eval_mode():
-            output = self.model.generate(
+            # GenerationMixin's method; torch's Module typing reads attributes as tensors
+            output = cast(Any, self.model).generate(
                 input_ids=input_ids,
                 attention_mask=encoded["attention_mask"].to(self.device),
                 do_sample=True,

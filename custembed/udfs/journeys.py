@@ -58,7 +58,7 @@ def load_journey_model(model_dir: str, threads: int = 1) -> JourneyModel:
     if not hasattr(encoder, "generate_texts"):
         raise ValueError(f"{model_dir} holds a {meta.get('kind')} encoder, which does not generate journeys")
     encoder.model.eval()
-    model: JourneyModel = encoder  # type: ignore[assignment]
+    model: JourneyModel = encoder
     return model
 
 

@@ -61,6 +61,7 @@ def run(
     metrics = evaluation["metrics"]
     return {
         "run_date": run_date.isoformat(),
+        "table": "\n" + summary_table(metrics),
         "js (bits)": {k: {m: v for m, v in ms.items() if m.startswith("js_")} for k, ms in metrics.items()},
         "shelf_crossing_rate": {k: ms.get("shelf_crossing_rate") for k, ms in metrics.items()},
         "out_of_store_rate": {k: ms.get("out_of_store_rate") for k, ms in metrics.items()},
@@ -69,6 +70,21 @@ def run(
         "timings_s": {**timings, "total": round(time.monotonic() - t_all, 1)},
         "report": report["report"],
     }
+
+
+COLUMNS = ("js_cells", "js_purchase_zones", "js_length", "shelf_crossing_rate", "out_of_store_rate")
+
+
+def summary_table(metrics: dict[str, dict[str, float]]) -> str:
+    """The evaluation as aligned text: one line per model@store, one column per metric."""
+    width = max([len("model@store"), *(len(k) for k in metrics)])
+    lines = ["  " + "model@store".ljust(width) + "".join(f"{c:>21}" for c in COLUMNS)]
+    for key in sorted(metrics):
+        values = "".join(
+            f"{metrics[key][c]:>21.5f}" if metrics[key].get(c) is not None else f"{'-':>21}" for c in COLUMNS
+        )
+        lines.append("  " + key.ljust(width) + values)
+    return "\n".join(lines)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -69,11 +69,15 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, evaluate: bool =
     timings: dict[str, float] = {}
     generated: dict[str, list[Any]] = {FINETUNED: [], SCRATCH: []}
     base = cfg.train.encoders[encoder]
+    target = settings.target_store
     for fraction in settings.fractions:
         # 1/100 of a store may be fewer visits than a batch on every process: smaller batches then
         share = training_journeys(
             lake, cfg.journeys.holdout, day=day, store=settings.target_store, fraction=fraction, seed=base.seed
         ).count()
+        if share == 0:
+            log.warning("journeys-transfer: fraction %s of %s holds no training visit: skipped", fraction, target)
+            continue
         batch_size = max(1, min(base.batch_size, share * (100 - base.val_pct) // 100 // (2 * cfg.train.num_processes)))
         variants = (
             (FINETUNED, with_encoder_settings(fine_cfg, encoder, batch_size=batch_size), source_dir),
@@ -106,7 +110,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, evaluate: bool =
                 )
             )
             timings[f"{variant} {fraction_label(fraction)}"] = round(time.monotonic() - t0, 1)
-    for rows in generated.values():
+    for rows in (rows for rows in generated.values() if rows):
         union = rows[0]
         for other in rows[1:]:
             union = union.unionByName(other)

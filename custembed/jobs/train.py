@@ -248,7 +248,14 @@ def training_dir(base: str, source: Mapping[str, str]) -> str:
 
 
 def write_snapshot(
-    lake: Lake, sequences: DataFrame, run_date: dt.date, settings: EncoderSettings, files: int, target: str
+    lake: Lake,
+    sequences: DataFrame,
+    run_date: dt.date,
+    settings: EncoderSettings,
+    files: int,
+    target: str,
+    *,
+    missing: str = "",
 ) -> int:
     """The train view of ``run_date`` as ``files`` Parquet files (reused when complete); returns rows.
 
@@ -271,7 +278,9 @@ def write_snapshot(
     filesystem, path = lakefs.pyarrow_filesystem(target)
     rows = int(ds.dataset(path, filesystem=filesystem, format="parquet").count_rows())
     if rows == 0:
-        raise InputError(f"no train-view sequences for {run_date}: run `custembed sequences --run-date {run_date}`")
+        raise InputError(
+            missing or f"no train-view sequences for {run_date}: run `custembed sequences --run-date {run_date}`"
+        )
     return rows
 
 
@@ -430,17 +439,19 @@ def run(
     else:
         sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
         read_files = sequences_files(sequences, run_date)
-    encoder_name, trained = registry_name or encoder_name, encoder_name  # registry name from here on
+    # the registry (MLflow) name: the encoder's own in system A; per store (and transfer variant) in system B
+    model_name = registry_name or encoder_name
     source = training_source(read_files, training)
     tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
-    registered = registered_version(tracking, encoder_name, source["key"])
+    registered = registered_version(tracking, model_name, source["key"])
     if registered is not None:
         return already_registered(
-            lake, tracking, cfg, encoder_name, registered, run_date=run_date, promote=promote, started=started
+            lake, tracking, cfg, model_name, registered, run_date=run_date, promote=promote, started=started
         )
-    work = training_dir(lake.path("training", encoder_name, day), source)
+    work = training_dir(lake.path("training", model_name, day), source)
     data_dir = lakefs.join(work, "data")
-    rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir)
+    missing = f"no training journeys of store {store} for {day}: run `custembed journeys-prepare`" if journeys else ""
+    rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir, missing=missing)
     cutoff = None if journeys else train_cutoff(sequences)
     if journeys and init_from is None and "tokenizer_dir" in params:
         # the vocabulary is learnt on this training's own journeys before the model exists
@@ -448,19 +459,19 @@ def run(
     output_dir = lakefs.join(work, "encoder")
     # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(
-        f"{encoder_name}/{day}/{source['key']}",
-        {"encoder": encoder_name, "run_date": day, "sequences": rows, "training_key": source["key"], **training},
+        f"{model_name}/{day}/{source['key']}",
+        {"encoder": model_name, "run_date": day, "sequences": rows, "training_key": source["key"], **training},
     )
     log.info(
         "train %s: %d sequences (key %s), %d processes, MLflow run %s%s",
-        encoder_name,
+        model_name,
         rows,
         source["key"],
         cfg.train.num_processes,
         run_id,
         " (resuming)" if resumed else "",
     )
-    champion, champion_dir = _champion_dir(tracking, encoder_name, cfg.train.alias, work)
+    champion, champion_dir = _champion_dir(tracking, model_name, cfg.train.alias, work)
     spec = TrainSpec(
         data_path=data_dir,
         output_dir=output_dir,
@@ -479,7 +490,7 @@ def run(
     try:
         metrics = dict(launch(cfg.train)(train, spec))
     except Exception:
-        log.error("train %s failed; rerun the same command to resume from the last checkpoint", encoder_name)
+        log.error("train %s failed; rerun the same command to resume from the last checkpoint", model_name)
         raise
     lineage = {
         TAG_RUN_DATE: day,
@@ -488,12 +499,12 @@ def run(
         TAG_TRAINING_KEY: source["key"],
     }
     lakefs.write_text(lakefs.join(output_dir, LINEAGE_FILE), json.dumps(lineage, indent=2, sort_keys=True))
-    version = tracking.finish_run(run_id, metrics, output_dir, encoder_name, tags=lineage)
+    version = tracking.finish_run(run_id, metrics, output_dir, model_name, tags=lineage)
     promoted, why = promotion(promote or cfg.train.promote, metrics, champion)
-    tracking.record_promotion(encoder_name, version, cfg.train.alias, promoted=promoted, reason=why)
+    tracking.record_promotion(model_name, version, cfg.train.alias, promoted=promoted, reason=why)
     log.info(
         "train %s: version %s %s alias %s: %s",
-        encoder_name,
+        model_name,
         version,
         "takes" if promoted else "does not take",
         cfg.train.alias,
@@ -501,16 +512,16 @@ def run(
     )
     alias_note = f"alias {cfg.train.alias}" if promoted else f"not {cfg.train.alias}: {why}"
     summary = {
-        "encoder": trained,
+        "encoder": encoder_name,
         "kind": settings.kind,
-        "model": f"{tracking.model_name(encoder_name)} version {version} ({alias_note})",
+        "model": f"{tracking.model_name(model_name)} version {version} ({alias_note})",
         "sequences": rows,
         "seconds": round(time.monotonic() - t0, 1),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
     record_run(
         lake,
-        job=f"train:{encoder_name}",
+        job=f"train:{model_name}",
         run_date=run_date,
         started=started,
         status="succeeded",

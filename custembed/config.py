@@ -285,10 +285,14 @@ class JourneysEvaluateConfig:
     """Generated vs held-out real journeys: Jensen-Shannon divergences (base 2) and path checks."""
 
     length_bin: int = field(default=10, metadata={"help": "positions per bin of the journey-length distribution"})
+    bootstrap: int = field(
+        default=0, metadata={"help": "Poisson-bootstrap replicates over visits for 95 % intervals of the JS; 0: none"}
+    )
+    seed: int = 13
 
     def __post_init__(self) -> None:
-        if self.length_bin < 1:
-            raise TypeError(f"length_bin must be positive, got {self.length_bin}")
+        if self.length_bin < 1 or self.bootstrap < 0:
+            raise TypeError(f"need length_bin >= 1 and bootstrap >= 0, got {self.length_bin}, {self.bootstrap}")
 
 
 @dataclass(frozen=True)

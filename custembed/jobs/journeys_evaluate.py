@@ -20,7 +20,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed.config import Config
@@ -92,6 +92,8 @@ def _row(
         "train_fraction": float(fraction),
         "metric": metric,
         "value": float(value),
+        "ci_low": None,
+        "ci_high": None,
         "n_generated": int(n),
         "n_real": int(n_real),
         "protocol": protocol,
@@ -112,12 +114,53 @@ def rate_rows(
     return rows
 
 
+def category_arrays(length_bin: int) -> dict[str, Column]:
+    """Each histogram's categories of one journey, as an array column (one entry per count)."""
+    toks = frames.tokens(F.col(frames.TEXT))
+    codes = F.filter(toks, lambda t: ~t.startswith(frames.PURCHASE_PREFIX))
+    markers = F.filter(toks, lambda t: t.startswith(frames.PURCHASE_PREFIX))
+    return {
+        "cells": codes,
+        "purchases": F.transform(markers, lambda t: t.substr(2, 1_000)),  # the zone after "$"
+        "length": F.array(F.floor(F.size(codes) / F.lit(length_bin)).cast("int").cast("string")),
+    }
+
+
+def bootstrap_intervals(
+    generated: DataFrame, real: DataFrame, *, replicates: int, seed: int, length_bin: int
+) -> dict[tuple[Any, ...], tuple[float, float]]:
+    """``(store, model, train_fraction, metric)`` → 2.5 % and 97.5 % points of the JS over replicates.
+
+    Computed in Spark (replicate histograms, a join per category, sums); only the
+    intervals reach the driver.
+    """
+    intervals: dict[tuple[Any, ...], tuple[float, float]] = {}
+    for metric, hist in JS_METRICS.items():
+        categories = category_arrays(length_bin)[hist]
+        gen = frames.replicate_histograms(
+            generated, keys=GEN_KEYS, categories=categories, replicates=replicates, seed=seed
+        )
+        ref = frames.replicate_histograms(
+            real, keys=(frames.STORE,), categories=categories, replicates=replicates, seed=seed
+        )
+        per_replicate = frames.replicate_js(gen, ref, gen_keys=GEN_KEYS)
+        bounds = per_replicate.groupBy(*GEN_KEYS).agg(F.percentile_approx("js", [0.025, 0.975], 10_000).alias("bounds"))
+        for row in bounds.collect():
+            intervals[(row[0], row[1], row[2], metric)] = (float(row["bounds"][0]), float(row["bounds"][1]))
+    return intervals
+
+
 def protocol_of(cfg: Config) -> str:
     h, g, e = cfg.journeys.holdout, cfg.journeys.generate, cfg.journeys.evaluate
     return (
         f"held-out {h.test_pct}% of visits (hash salt {h.salt!r}); prompt = first {g.prompt_points} positions; "
         f"JS base 2 over whole journeys (prompt included); length bins of {e.length_bin} positions; "
         f"temperature {g.temperature}, top_k {g.top_k}, top_p {g.top_p}, seed {g.seed}"
+        + (
+            f"; 95 % intervals: Poisson bootstrap over visits, {e.bootstrap} replicates, seed {e.seed}"
+            if e.bootstrap
+            else ""
+        )
     )
 
 
@@ -151,10 +194,21 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, with_rates: bool
     if with_rates:
         rates = path_rates(generated.select(*GEN_KEYS, frames.TEXT).unionByName(real)).collect()
         rows += rate_rows([r.asDict() for r in rates], real_counts, protocol)
+    if cfg.journeys.evaluate.bootstrap:
+        intervals = bootstrap_intervals(
+            generated,
+            real,
+            replicates=cfg.journeys.evaluate.bootstrap,
+            seed=cfg.journeys.evaluate.seed,
+            length_bin=bin_width,
+        )
+        for row in rows:
+            low, high = intervals.get((row["store"], row["model"], row["train_fraction"], row["metric"]), (None, None))
+            row.update(ci_low=low, ci_high=high)
     metrics = spark.createDataFrame(
         rows,
         schema="store string, model string, train_fraction double, metric string, "
-        "value double, n_generated long, n_real long, protocol string",
+        "value double, ci_low double, ci_high double, n_generated long, n_real long, protocol string",
     )
     lake.write_partitions(metrics.withColumn(schemas.DT, F.lit(day)), "journey_metrics")
     table = summary_table(rows)

@@ -7,7 +7,7 @@ training's validation hash, the held-out test hash and the transfer fractions al
 
 from __future__ import annotations
 
-from pyspark.sql import Column, DataFrame
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from custembed.journeys.markov import END, SEPARATOR, START
@@ -113,3 +113,68 @@ def length_histogram(journeys: DataFrame, *, keys: tuple[str, ...], bin_width: i
     positions = F.size(F.filter(tokens(F.col(TEXT)), lambda t: ~t.startswith(PURCHASE_PREFIX)))
     binned = F.floor(positions / F.lit(bin_width)).cast("int").cast("string")
     return journeys.select(*keys, binned.alias("category")).groupBy(*keys, "category").count()
+
+
+# -- bootstrap over visits ----------------------------------------------------------------------
+# Poisson(1) inverse CDF: a visit's weight in one replicate (the Poisson bootstrap, which
+# needs no count of the visits and runs per row; its weights average 1 like resampling's).
+_POISSON_CDF = (0.36787944, 0.73575888, 0.91969860, 0.98101184, 0.99634015, 0.99940582, 0.99991676)
+
+
+def poisson_weight(uniform: Column) -> Column:
+    """Poisson(1) draw from a uniform in [0, 1) (weights above 7 are cut: probability < 1e-5)."""
+    weight = F.lit(len(_POISSON_CDF))
+    for k in reversed(range(len(_POISSON_CDF))):
+        weight = F.when(uniform < F.lit(_POISSON_CDF[k]), F.lit(k)).otherwise(weight)
+    return weight
+
+
+def replicate_histograms(
+    visits: DataFrame, *, keys: tuple[str, ...], categories: Column, replicates: int, seed: int
+) -> DataFrame:
+    """``(*keys, replicate, category, weight)``: Poisson-bootstrap histograms over the visits.
+
+    ``categories`` is an array column of each visit's categories (one entry per count).
+    Each visit gets weight ``Poisson(1)`` in each replicate from a seeded hash of its key,
+    the same on the generated and the real side of a store (a generated journey is keyed
+    to the held-out visit it continues), so paired differences stay paired.
+    """
+    per_visit = (
+        visits.select(*keys, visit_key().alias("visit"), F.explode(categories).alias("category"))
+        .groupBy(*keys, "visit", "category")
+        .count()
+    )
+    hashed = F.xxhash64(F.lit(seed), F.col("replicate"), F.col("visit"))
+    uniform = hashed.bitwiseAND(F.lit(0x7FFFFFFF).cast("bigint")) / F.lit(2.0**31)
+    return (
+        per_visit.select("*", F.explode(F.sequence(F.lit(0), F.lit(replicates - 1))).alias("replicate"))
+        .select(*keys, "replicate", "category", (F.col("count") * poisson_weight(uniform)).alias("weight"))
+        .groupBy(*keys, "replicate", "category")
+        .agg(F.sum("weight").alias("weight"))
+    )
+
+
+def replicate_js(generated: DataFrame, real: DataFrame, *, gen_keys: tuple[str, ...]) -> DataFrame:
+    """``(*gen_keys, replicate, js)``: JS divergence (bits) per replicate between generated and real histograms.
+
+    ``generated`` is ``(*gen_keys, replicate, category, weight)`` with ``store`` among the
+    keys; ``real`` is ``(store, replicate, category, weight)``.
+    """
+    models = generated.select(*gen_keys).distinct()
+    # every category of either side, for every model: absent ones weigh 0
+    real_per_model = real.join(models, STORE)
+    both = generated.withColumnRenamed("weight", "g").join(
+        real_per_model.withColumnRenamed("weight", "r"), [*gen_keys, "replicate", "category"], "full_outer"
+    )
+    both = both.fillna(0.0, subset=["g", "r"])
+    group = [*gen_keys, "replicate"]
+    window = Window.partitionBy(*group)
+    p = F.col("g") / F.sum("g").over(window)
+    q = F.col("r") / F.sum("r").over(window)
+    shares = both.select(*group, p.alias("p"), q.alias("q"))
+    terms = shares.select(*group, "p", "q", ((F.col("p") + F.col("q")) / 2).alias("m"))
+
+    def half_kl(x: str) -> Column:
+        return F.when(F.col(x) > 0, 0.5 * F.col(x) * F.log2(F.col(x) / F.col("m"))).otherwise(F.lit(0.0))
+
+    return terms.groupBy(*group).agg(F.greatest(F.sum(half_kl("p") + half_kl("q")), F.lit(0.0)).alias("js"))

@@ -60,6 +60,7 @@ def _config(lake_sets: list[str]) -> Config:
             "journeys.generate.models=[journeys-gpt2,journeys-markov]",
             "journeys.generate.max_new_tokens=40",
             "journeys.generate.partitions=2",
+            "journeys.evaluate.bootstrap=20",
             f"tracking.model_prefix={PREFIX}",
         ],
     )
@@ -115,5 +116,8 @@ def test_train_generate_evaluate(spark: Any, lake_sets: list[str], in_process: N
     for model in ("journeys-gpt2", "journeys-markov"):
         for metric in ("js_cells", "js_purchase_zones", "js_length"):
             assert (model, metric) in names
-    assert all(0.0 <= r["value"] <= 1.0 for r in metrics if r["metric"].startswith("js_"))
+    js_rows = [r for r in metrics if r["metric"].startswith("js_")]
+    assert all(0.0 <= r["value"] <= 1.0 for r in js_rows)
+    assert all(0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0 for r in js_rows)  # bootstrap intervals
+    assert "Poisson bootstrap" in result["protocol"]
     assert "base 2" in result["protocol"]

@@ -92,3 +92,29 @@ def test_spark_frames_markov_counts_prompts_and_split(spark: Any) -> None:
     hundredth = frames.sample_visits(train, fraction=0.01, seed=0)
     assert hundredth.join(tenth, "visit_id", "left_anti").count() == 0  # nested shares
     assert 100 < tenth.count() < 220
+
+
+@pytest.mark.slow
+def test_spark_replicate_js_equals_numpy_and_bootstrap_weights_are_poisson(spark: Any) -> None:
+    from custembed.journeys import frames
+
+    gen = {"a": 3.0, "b": 1.0, "c": 2.0}
+    real = {"a": 1.0, "b": 3.0, "d": 4.0}
+    generated = spark.createDataFrame(
+        [("s", "m", 0, k, v) for k, v in gen.items()] + [("s", "m", 1, "a", 1.0)],
+        "store string, model string, replicate int, category string, weight double",
+    )
+    reference = spark.createDataFrame(
+        [("s", 0, k, v) for k, v in real.items()] + [("s", 1, "a", 2.0)],
+        "store string, replicate int, category string, weight double",
+    )
+    js = {
+        r["replicate"]: r["js"]
+        for r in frames.replicate_js(generated, reference, gen_keys=("store", "model")).collect()
+    }
+    assert js[0] == pytest.approx(js_divergence(gen, real), abs=1e-9)
+    assert js[1] == pytest.approx(0.0, abs=1e-12)  # the same single category on both sides
+
+    uniforms = spark.range(20_000).selectExpr("rand(3) as u")
+    weights = [r[0] for r in uniforms.select(frames.poisson_weight(uniforms["u"])).collect()]
+    assert np.mean(weights) == pytest.approx(1.0, abs=0.03) and np.var(weights) == pytest.approx(1.0, abs=0.06)

@@ -177,6 +177,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, with_rates: bool
     generated = lake.read_partition("generated_journeys", day)
     real = test_journeys(lake, cfg.journeys.holdout, day=day).select(
         frames.STORE,
+        F.col(frames.VISIT_ID).cast("string").alias(frames.VISIT_ID),
         F.lit(REAL).alias(frames.MODEL),
         F.lit(1.0).alias("train_fraction"),
         frames.TEXT,
@@ -192,7 +193,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, with_rates: bool
     protocol = protocol_of(cfg)
     rows = metric_rows(gen_hist, real_hist, counts, real_counts, protocol)
     if with_rates:
-        rates = path_rates(generated.select(*GEN_KEYS, frames.TEXT).unionByName(real)).collect()
+        both = generated.select(*GEN_KEYS, frames.TEXT).unionByName(real.select(*GEN_KEYS, frames.TEXT))
+        rates = path_rates(both).collect()
         rows += rate_rows([r.asDict() for r in rates], real_counts, protocol)
     if cfg.journeys.evaluate.bootstrap:
         intervals = bootstrap_intervals(

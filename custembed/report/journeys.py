@@ -36,11 +36,25 @@ def _table(rows: pd.DataFrame, metrics: tuple[str, ...], digits: int) -> str:
         best = wide.loc[store].min()
         values = [wide.loc[(store, model), m] for m in shown]
         cells = [
-            cell(fmt(v, digits), numeric=True, bold=bool(np.isfinite(v) and v == best[m]))
+            cell(
+                fmt(v, digits) + _interval(rows, store, model, m, digits),
+                numeric=True,
+                bold=bool(np.isfinite(v) and v == best[m]),
+            )
             for m, v in zip(shown, values, strict=True)
         ]
         body.append(([cell(str(store)), cell(str(model)), *cells], ""))
     return html_table(head, body)
+
+
+def _interval(rows: pd.DataFrame, store: str, model: str, metric: str, digits: int) -> str:
+    """`` [low, high]`` of the bootstrap when the row has one, else ``""``."""
+    if "ci_low" not in rows.columns:
+        return ""
+    found = rows[(rows["store"] == store) & (rows["model"] == model) & (rows["metric"] == metric)]
+    if found.empty or pd.isna(found["ci_low"].iloc[0]) or pd.isna(found["ci_high"].iloc[0]):
+        return ""
+    return f" [{fmt(found['ci_low'].iloc[0], digits)}, {fmt(found['ci_high'].iloc[0], digits)}]"
 
 
 def transfer_figure(metrics: pd.DataFrame) -> str:
@@ -103,7 +117,10 @@ def journeys_section(metrics: pd.DataFrame | None, heatmaps: Mapping[tuple[str, 
     plain = plain[~plain["model"].str.endswith(("-finetuned", "-scratch"))]
     if "protocol" in metrics.columns and len(metrics):
         parts.append(paragraph(f"Protocol: {metrics['protocol'].iloc[0]}"))
-    parts.append("<h3>Jensen-Shannon divergence to held-out real journeys (bits, lower is better)</h3>")
+    parts.append(
+        "<h3>Jensen-Shannon divergence to held-out real journeys (bits, lower is better; "
+        "[95 % bootstrap interval] where measured)</h3>"
+    )
     parts.append(_table(plain[plain["model"] != REAL], JS_METRICS, 5))
     parts.append("<h3>Generated steps crossing a shelf, positions outside the store</h3>")
     parts.append(_table(plain, RATE_METRICS, 4))

@@ -21,6 +21,7 @@ def _metrics() -> pd.DataFrame:
                 rows.append(("store_b", model, fraction, metric, value))
     frame = pd.DataFrame(rows, columns=["store", "model", "train_fraction", "metric", "value"])
     frame["protocol"] = "test protocol, base 2"
+    frame["ci_low"], frame["ci_high"] = frame["value"] * 0.5, frame["value"] * 2
     return frame
 
 
@@ -29,7 +30,7 @@ def test_section_shows_table_rates_curve_and_heat_maps() -> None:
     html = journeys_section(_metrics(), heat)
     assert html.count("<table>") == 2
     assert "0.01000" in html and "0.05000" in html  # JS values, 5 digits
-    assert "<strong>0.01000</strong>" in html  # the lowest JS of the store in bold
+    assert "<strong>0.01000 [0.00500, 0.02000]</strong>" in html  # the lowest JS of the store in bold, interval
     assert "journeys-gpt2-finetuned" not in html.split("Transfer")[0]  # transfer rows stay out of the JS table
     assert html.count("data:image/png;base64") == 2  # transfer curve + one heat-map figure (one store)
     assert "test protocol, base 2" in html

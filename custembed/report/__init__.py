@@ -53,6 +53,7 @@ from custembed.report.data import (
     MODEL_INFO_COLUMNS,
     ReportData,
 )
+from custembed.report.journeys import journeys_body
 from custembed.report.markup import render_page
 from custembed.report.sections import (
     attention_section,
@@ -88,6 +89,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("models", "Models"),
     ("projections", "Embedding projections"),
     ("attention", "Attention between behaviour types"),
+    ("journeys", "In-store journeys (system B)"),
     ("notes", "Notes"),
 )
 
@@ -132,6 +134,7 @@ def render_report(
         "models": lambda: models_section(data.model_info),
         "projections": lambda: projections_section(data.projections, max_points=max_points, seed=seed),
         "attention": lambda: attention_section(data.attention, data.attention_labels, max_pairs=max_attention_pairs),
+        "journeys": lambda: journeys_body(data.journey_metrics, data.journey_heatmaps),
         "notes": lambda: notes_section(data.notes),
     }
     sections = []

@@ -66,6 +66,8 @@ class ReportData:
             ``"layer L head H"`` -> ``[K, K]`` mean attention between behaviour types.
         attention_labels: the K behaviour names, row/column order of the attention matrices.
         notes: free-text lines shown at the end.
+        journey_metrics: system B's ``journey_metrics`` rows of the date (``None``: none written).
+        journey_heatmaps: (store, model) → ``[rows, cols]`` visits per cell (``model="real"``: held out).
     """
 
     title: str = "custembed report"
@@ -82,6 +84,9 @@ class ReportData:
     attention: Mapping[str, Mapping[str, np.ndarray]] | None = None
     attention_labels: Sequence[str] | None = None
     notes: Sequence[str] | None = None
+    # system B: journey_metrics rows of the date, and (store, model) -> visits per 50 cm cell
+    journey_metrics: pd.DataFrame | None = None
+    journey_heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         _check_frame("metrics", self.metrics, METRIC_COLUMNS)

@@ -107,15 +107,14 @@ def heat_map_figures(heatmaps: Mapping[tuple[str, str], np.ndarray]) -> list[str
     return figures
 
 
-def journeys_section(metrics: pd.DataFrame | None, heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None) -> str:
-    """The section's HTML (``<section id="journeys">``)."""
-    parts = [f'<section id="journeys">\n<h2>{HEADING}</h2>']
+def journeys_body(metrics: pd.DataFrame | None, heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None) -> str:
+    """The section's content (the report wraps it in its ``<section>``)."""
     if metrics is None or metrics.empty:
-        parts.append(not_available("no journey_metrics for this date (custembed journeys-evaluate)"))
-        return "\n".join(parts) + "\n</section>"
+        return not_available("no journey_metrics for this date (custembed journeys-evaluate)")
+    parts = []
     plain = metrics[metrics["train_fraction"] == 1.0]
     plain = plain[~plain["model"].str.endswith(("-finetuned", "-scratch"))]
-    if "protocol" in metrics.columns and len(metrics):
+    if "protocol" in metrics.columns:
         parts.append(paragraph(f"Protocol: {metrics['protocol'].iloc[0]}"))
     parts.append(
         "<h3>Jensen-Shannon divergence to held-out real journeys (bits, lower is better; "
@@ -128,4 +127,10 @@ def journeys_section(metrics: pd.DataFrame | None, heatmaps: Mapping[tuple[str, 
     parts.append(transfer_figure(metrics))
     parts.append("<h3>Heat maps</h3>")
     parts.extend(heat_map_figures(heatmaps) if heatmaps else [not_available("no heat maps (layout not available)")])
-    return "\n".join(parts) + "\n</section>"
+    return "\n".join(parts)
+
+
+def journeys_section(metrics: pd.DataFrame | None, heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None) -> str:
+    """The section as a standalone page shows it (``<section id="journeys">`` with its heading)."""
+    body = journeys_body(metrics, heatmaps)
+    return f'<section id="journeys" data-section="journeys">\n<h2>{HEADING}</h2>\n{body}\n</section>'

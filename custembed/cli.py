@@ -22,8 +22,14 @@ JOBS: dict[str, str] = {
     "evaluate-nextitem": "evaluate_nextitem",
     "segment": "segment",
     "sql": "sql",
+    # system B: in-store journeys
     "journeys-simulate": "journeys_simulate",
     "journeys-prepare": "journeys_prepare",
+    "journeys-generate": "journeys_generate",
+    "journeys-evaluate": "journeys_evaluate",
+    "journeys-transfer": "journeys_transfer",
+    "journeys-report": "journeys_report",
+    "journeys-demo": "journeys_demo",
 }
 
 USAGE = """usage: custembed <job> [--conf FILE] [--set key=value ...] [--run-date YYYY-MM-DD] [job options]
@@ -45,6 +51,13 @@ jobs:
   sql        print the result of a SQL query against the project's catalogue
   journeys-simulate  system B: simulated store visits -> store_positions, store_scans (embedded default)
   journeys-prepare   system B: positions + till scans -> location codes, pauses, one journey text per visit
+
+in-store journeys (system B; `train --encoder journeys-gpt2|journeys-lstm|journeys-markov [--store S]`):
+  journeys-generate  continue each held-out visit from its first 7 points with every trained model
+  journeys-evaluate  JS divergences (cells, purchase zones, length) and shelf / out-of-store rates
+  journeys-transfer  store A's GPT-2 fine-tuned on 1/1, 1/10, 1/100 of store B vs from scratch
+  journeys-report    the journeys HTML page: JS table, rates, transfer curve, heat maps
+  journeys-demo      the whole of system B on the embedded default, with a printed summary
 
 `custembed <job> --help` lists a job's options."""
 

@@ -242,6 +242,90 @@ class ScoreConfig:
     comparison: ComparisonConfig = ComparisonConfig()
 
 
+# -- system B (in-store journeys): the model side ---------------------------------------
+@dataclass(frozen=True)
+class JourneysHoldoutConfig:
+    """Which visits are held out as the test set: never trained on, prompts and reference of the evaluation."""
+
+    test_pct: int = field(default=20, metadata={"help": "percent of visits held out (hash of store:visit_id)"})
+    salt: str = field(default="test", metadata={"help": "salt of the hash (independent of training's val_pct)"})
+
+    def __post_init__(self) -> None:
+        if not 0 < self.test_pct < 100:
+            raise TypeError(f"test_pct must be in (0, 100), got {self.test_pct!r}")
+
+
+@dataclass(frozen=True)
+class JourneysModelConfig:
+    """Which store the journey models train on, and the Markov chain baseline."""
+
+    train_store: str = field(default="store_a", metadata={"help": "store trained on by `train` (--store overrides)"})
+    markov_order: int = field(default=2, metadata={"help": "tokens of context of the Markov chain baseline (1 or 2)"})
+
+    def __post_init__(self) -> None:
+        if self.markov_order not in (1, 2, 3):
+            raise TypeError(f"markov_order must be 1, 2 or 3, got {self.markov_order!r}")
+
+
+@dataclass(frozen=True)
+class JourneysGenerateConfig:
+    """Sampling of journeys from their first points (held-out visits)."""
+
+    models: tuple[str, ...] = field(
+        default=("journeys-gpt2", "journeys-lstm", "journeys-markov"),
+        metadata={"help": "names under train.encoders generated from (skipped with a warning when not trained)"},
+    )
+    model_ref: str = field(default="champion", metadata={"help": "registry alias or version of each model"})
+    prompt_points: int = field(default=7, metadata={"help": "positions of a real visit given as the prompt (paper: 7)"})
+    temperature: float = 1.0
+    top_k: int = field(default=0, metadata={"help": "sample among the k likeliest tokens; 0: all"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass; 1: off"})
+    max_new_tokens: int = field(default=256, metadata={"help": "longest continuation, in model tokens"})
+    seed: int = 7
+    batch_size: int = field(default=16, metadata={"help": "prompts per sampling call"})
+    partitions: int = field(default=4, metadata={"help": "partitions of the prompts (parallelism)"})
+    threads_per_worker: int = field(default=1, metadata={"help": "torch threads in each Python worker"})
+
+    def __post_init__(self) -> None:
+        if self.prompt_points < 1 or self.max_new_tokens < 1 or self.batch_size < 1 or self.partitions < 1:
+            raise TypeError("prompt_points, max_new_tokens, batch_size and partitions must be positive")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise TypeError(f"need temperature > 0, 0 < top_p <= 1, top_k >= 0; got {self}")
+
+
+@dataclass(frozen=True)
+class JourneysEvaluateConfig:
+    """Generated vs held-out real journeys: Jensen-Shannon divergences (base 2) and path checks."""
+
+    length_bin: int = field(default=10, metadata={"help": "positions per bin of the journey-length distribution"})
+    bootstrap: int = field(
+        default=0, metadata={"help": "Poisson-bootstrap replicates over visits for 95 % intervals of the JS; 0: none"}
+    )
+    seed: int = 13
+
+    def __post_init__(self) -> None:
+        if self.length_bin < 1 or self.bootstrap < 0:
+            raise TypeError(f"need length_bin >= 1 and bootstrap >= 0, got {self.length_bin}, {self.bootstrap}")
+
+
+@dataclass(frozen=True)
+class JourneysTransferConfig:
+    """The source store's model fine-tuned on the target store with fractions of its training visits."""
+
+    encoder: str = field(default="journeys-gpt2", metadata={"help": "name under train.encoders"})
+    source_store: str = "store_a"
+    target_store: str = "store_b"
+    fractions: tuple[float, ...] = field(default=(1.0, 0.1, 0.01), metadata={"help": "shares of target training"})
+    fine_tune_epochs: int = field(default=3, metadata={"help": "epochs of fine-tuning (paper: 3)"})
+    fine_tune_lr: float = field(default=0.0005, metadata={"help": "peak learning rate of fine-tuning"})
+
+    def __post_init__(self) -> None:
+        if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
+            raise TypeError(f"fractions must be in (0, 1], got {self.fractions!r}")
+        if self.fine_tune_epochs < 1 or self.fine_tune_lr <= 0:
+            raise TypeError("fine_tune_epochs and fine_tune_lr must be positive")
+
+
 @dataclass(frozen=True)
 class NextItemConfig:
     behaviour: str = field(default="buying", metadata={"help": "behaviour whose items rank and recommend score"})
@@ -341,6 +425,11 @@ class JourneysConfig:
     )
     simulate: JourneySimulateConfig = JourneySimulateConfig()
     prepare: JourneyPrepareConfig = JourneyPrepareConfig()
+    holdout: JourneysHoldoutConfig = JourneysHoldoutConfig()
+    model: JourneysModelConfig = JourneysModelConfig()
+    generate: JourneysGenerateConfig = JourneysGenerateConfig()
+    evaluate: JourneysEvaluateConfig = JourneysEvaluateConfig()
+    transfer: JourneysTransferConfig = JourneysTransferConfig()
 
 
 @dataclass(frozen=True)

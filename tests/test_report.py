@@ -186,6 +186,8 @@ def synthetic_report_data() -> ReportData:
         segments=_segments(),
         nextitem=_nextitem(),
         notes=["Scores use the <b>champion</b> models & the default classifier."],
+        journey_metrics=_journey_metrics(),
+        journey_heatmaps={("store_a", "real"): rng.random((6, 10)), ("store_a", "journeys-gpt2"): rng.random((6, 10))},
     )
 
 
@@ -219,6 +221,23 @@ def _nextitem() -> pd.DataFrame:
         ci_high=frame["value"] + 0.01,
         customers=1000,
     )
+
+
+def _journey_metrics() -> pd.DataFrame:
+    """System B rows: two models on one store, and a transfer curve on another."""
+    rows = [
+        ("store_a", model, 1.0, metric, value)
+        for model, value in (("journeys-gpt2", 0.01), ("journeys-markov", 0.03))
+        for metric in ("js_cells", "js_purchase_zones", "js_length", "shelf_crossing_rate", "out_of_store_rate")
+    ]
+    rows += [
+        ("store_b", f"journeys-gpt2-{variant}", fraction, "js_cells", value * fraction**-0.2)
+        for variant, value in (("finetuned", 0.01), ("scratch", 0.02))
+        for fraction in (1.0, 0.1, 0.01)
+    ]
+    frame = pd.DataFrame(rows, columns=["store", "model", "train_fraction", "metric", "value"])
+    frame["protocol"] = "synthetic"
+    return frame
 
 
 class _ReportParser(HTMLParser):
@@ -324,6 +343,7 @@ def test_images_are_non_blank_pngs_with_alt_text_and_captions(report_path: Path)
         "decile-lift": 1,  # small multiples, 3 products in one figure
         "projections": len(SOURCES),
         "attention": 1 + ATTENTION_PAIRS_SHOWN,  # layer x head overview + the pairs shown
+        "journeys": 2,  # transfer curve + the heat maps of the one store with them
     }
     counts = {section: len(images) for section, images in parser.images.items() if images}
     assert counts == expected

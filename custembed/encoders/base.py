@@ -97,6 +97,9 @@ class SequenceEncoder(abc.ABC, Generic[C]):
 
     kind: ClassVar[str]
     input_column: ClassVar[str]  # "tokens" (action ids) or "text"
+    # The table the train job snapshots: "sequences" (system A, its train view) or
+    # "journeys" (system B: the visits outside the held-out test share).
+    input_table: ClassVar[str] = "sequences"
     config_class: ClassVar[type[Any]]
     causal: ClassVar[bool] = False  # labels are the inputs themselves, shifted by the model
     # What `mask` labels: "tokens", a label per position ([B, L], masked or causal LM), or

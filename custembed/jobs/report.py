@@ -169,6 +169,24 @@ def attention_maps(lake: Lake, cfg: Config, day: str) -> tuple[dict[str, dict[st
     }, behaviours
 
 
+def journeys_data(
+    spark: SparkSession, cfg: Config, lake: Lake, day: str
+) -> tuple[pd.DataFrame | None, dict[tuple[str, str], np.ndarray] | None]:
+    """System B's metrics and heat maps of ``day`` when ``journeys-evaluate`` wrote them, else ``(None, None)``."""
+    if not lake.exists("journey_metrics"):
+        return None, None
+    metrics = lake.read_partition("journey_metrics", day).drop(schemas.DT).toPandas()
+    if metrics.empty:
+        return None, None
+    from custembed.jobs.journeys_report import heatmaps
+
+    try:
+        return metrics, heatmaps(spark, cfg, day)
+    except (ImportError, ValueError) as e:
+        log.warning("report: no journey heat maps (%s)", e)
+        return metrics, None
+
+
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | None = None) -> dict[str, Any]:
     """Reads model_metrics, decile_lift, runs, labels, embeddings, sequences; writes one HTML report file."""
     from custembed.comparison import probe_table
@@ -224,6 +242,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         notes.append(f"attention maps not available: {str(e).splitlines()[0]}")
     segments = lake.read_partition("segment_profiles", day).toPandas() if lake.exists("segment_profiles") else None
     nextitem = lake.read_partition("nextitem_metrics", day).toPandas() if lake.exists("nextitem_metrics") else None
+    journey_metrics, journey_maps = journeys_data(spark, cfg, lake, day)
     data = ReportData(
         title="custembed: customer embeddings, propensity and lift",
         run_date=day,
@@ -241,6 +260,8 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         segments=segments,
         nextitem=nextitem,
         notes=notes + [f"projections coloured by buyers of {focus} in the test window"],
+        journey_metrics=journey_metrics,
+        journey_heatmaps=journey_maps,
     )
     target = output or lake.path("reports", f"report-{day}.html")
     return {"report": render_report(data, target)}

@@ -63,6 +63,47 @@ from custembed.tracking import (
 log = logging.getLogger(__name__)
 
 SNAPSHOT_COLUMNS = (schemas.CUSTOMER_ID, "tokens", "text")
+JOURNEYS = "journeys"  # the input table of system B's encoders
+MARKOV_KIND = "journeys_markov"  # counted by Spark, not a SequenceEncoder: no TorchDistributor
+
+
+def input_table(kind: str) -> str:
+    """The table an encoder kind trains on (its class's ``input_table``): ``sequences`` or ``journeys``."""
+    from custembed.encoders.registry import encoder_class
+
+    return JOURNEYS if kind == MARKOV_KIND else encoder_class(kind).input_table
+
+
+def journeys_files(journeys: DataFrame, day: str, store: str) -> list[str]:
+    """The data files behind one date and store of the journeys table (all files if not partitioned so)."""
+    files = sorted(journeys.inputFiles())
+    ours = [f for f in files if f"{schemas.DT}={day}" in f.split("/") and f"store={store}" in f.split("/")]
+    return ours or files
+
+
+def fit_tokenizer(data_dir: str, target: str, params: Mapping[str, Any]) -> str:
+    """A byte-level BPE learnt on the snapshot's texts (streamed in Arrow batches), saved at ``target``."""
+    import pyarrow.dataset as ds
+
+    from custembed.journeys.tokenizer import save_tokenizer, train_tokenizer
+
+    local = lakefs.local_path(target)
+    if lakefs.exists(lakefs.join(target, "tokenizer.json")):  # a resumed training keeps its ids
+        return local if local is not None else lakefs.get_dir(target)
+    filesystem, path = lakefs.pyarrow_filesystem(data_dir)
+    dataset = ds.dataset(path, filesystem=filesystem, format="parquet")
+    texts = (text for batch in dataset.to_batches(columns=["text"]) for text in batch.column(0).to_pylist() if text)
+    tokenizer = train_tokenizer(
+        texts, vocab_size=int(params["bpe_vocab_size"]), min_frequency=int(params["bpe_min_frequency"])
+    )
+    if local is not None:
+        save_tokenizer(tokenizer, local)
+    else:
+        with tempfile.TemporaryDirectory(prefix="custembed-bpe-") as scratch:
+            save_tokenizer(tokenizer, scratch)
+            lakefs.put_dir(scratch, target)
+    log.info("train: learnt a byte-level BPE of %d tokens on the training journeys (%s)", len(tokenizer), target)
+    return local if local is not None else lakefs.get_dir(target)
 
 
 def resolve_checkpoint(checkpoint: str | None) -> str:
@@ -94,11 +135,16 @@ def check_model(
     from custembed.encoders.registry import encoder_class
 
     key = f"train.encoders.{name}"
+    if settings.kind == MARKOV_KIND:
+        if settings.model:
+            raise ConfigError(f"{source}: {key}.model: a Markov chain has no model fields (its order: journeys.model)")
+        return {}
     try:
         cls = encoder_class(settings.kind)
     except ValueError as e:
         raise ConfigError(f"{source}: {key}.kind: {e}") from e
-    from_data = {"vocab_size": vocab_size, "no_action_id": no_action_id}
+    # tokenizer_dir: learnt by the job on the training journeys (a placeholder until then)
+    from_data = {"vocab_size": vocab_size, "no_action_id": no_action_id, "tokenizer_dir": ""}
     for field_name in cls.data_fields:
         if field_name in settings.model:
             raise ConfigError(f"{source}: {key}.model.{field_name} is set from the data; remove it")
@@ -203,7 +249,14 @@ def training_dir(base: str, source: Mapping[str, str]) -> str:
 
 
 def write_snapshot(
-    lake: Lake, sequences: DataFrame, run_date: dt.date, settings: EncoderSettings, files: int, target: str
+    lake: Lake,
+    sequences: DataFrame,
+    run_date: dt.date,
+    settings: EncoderSettings,
+    files: int,
+    target: str,
+    *,
+    missing: str = "",
 ) -> int:
     """The train view of ``run_date`` as ``files`` Parquet files (reused when complete); returns rows.
 
@@ -228,7 +281,9 @@ def write_snapshot(
     filesystem, path = lakefs.pyarrow_filesystem(target)
     rows = int(ds.dataset(path, filesystem=filesystem, format="parquet").count_rows())
     if rows == 0:
-        raise InputError(f"no train-view sequences for {run_date}: run `custembed sequences --run-date {run_date}`")
+        raise InputError(
+            missing or f"no train-view sequences for {run_date}: run `custembed sequences --run-date {run_date}`"
+        )
     return rows
 
 
@@ -334,11 +389,26 @@ def already_registered(
 
 
 def run(
-    spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder_name: str, promote: str | None = None
+    spark: SparkSession,
+    cfg: Config,
+    *,
+    run_date: dt.date,
+    encoder_name: str,
+    promote: str | None = None,
+    store: str | None = None,
+    init_from: str | None = None,
+    train_fraction: float = 1.0,
+    registry_name: str | None = None,
 ) -> dict[str, Any]:
     """Train ``encoder_name`` on the train view of ``run_date``; register it; move the alias if it is not worse.
 
-    ``promote`` (``always`` or ``if_better``) overrides ``train.promote``.
+    ``promote`` (``always`` or ``if_better``) overrides ``train.promote``. Encoders whose
+    ``input_table`` is ``journeys`` (system B) train on the journeys of ``run_date`` and of
+    ``store`` (default ``journeys.model.train_store``) outside the held-out test visits, of
+    which a seeded ``train_fraction``; ``init_from`` (a saved encoder's URI) starts from its
+    weights and tokenizer (fine-tuning); they register as ``<encoder>-<store>`` unless
+    ``registry_name`` says otherwise. The Markov chain baseline is counted by Spark instead
+    (:mod:`custembed.jobs.journeys_markov`).
     """
     from custembed.jobs.common import lake_from, record_run, run_catalogue
     from custembed.tracking import promotion, tracking_for
@@ -348,6 +418,18 @@ def run(
     if encoder_name not in cfg.train.encoders:
         raise ConfigError(f"unknown encoder {encoder_name!r} (train.encoders: {', '.join(cfg.train.encoders)})")
     settings = cfg.train.encoders[encoder_name]
+    if settings.kind == MARKOV_KIND:
+        from custembed.jobs.journeys_markov import train_markov
+
+        return train_markov(
+            spark,
+            cfg,
+            run_date=run_date,
+            encoder_name=encoder_name,
+            store=store or cfg.journeys.model.train_store,
+            train_fraction=train_fraction,
+            registry_name=registry_name,
+        )
     started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     t0 = time.monotonic()
     # The model's fields are checked before any Spark or training work.
@@ -360,7 +442,6 @@ def run(
         params = model_params(
             encoder_name, settings, vocab_size=catalogue.vocab_size, no_action_id=catalogue.no_action_id
         )
-    sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
     files = cfg.train.num_processes * cfg.train.files_per_process
     training = {
         "kind": settings.kind,
@@ -371,39 +452,60 @@ def run(
         "num_processes": cfg.train.num_processes,
         "snapshot_files": files,
     }
-    source = training_source(sequences_files(sequences, run_date), training)
+    journeys = input_table(settings.kind) == JOURNEYS
+    if journeys:
+        from custembed.jobs.journeys_common import journey_model_name, training_journeys
+
+        store = store or cfg.journeys.model.train_store
+        sequences = training_journeys(
+            lake, cfg.journeys.holdout, day=day, store=store, fraction=train_fraction, seed=settings.seed
+        )
+        read_files = journeys_files(sequences, day, store)
+        registry_name = registry_name or journey_model_name(encoder_name, store)
+        training.update(store=store, train_fraction=train_fraction, init_from=init_from or "")
+    else:
+        sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
+        read_files = sequences_files(sequences, run_date)
+    # the registry (MLflow) name: the encoder's own in system A; per store (and transfer variant) in system B
+    model_name = registry_name or encoder_name
+    source = training_source(read_files, training)
     tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
-    registered = registered_version(tracking, encoder_name, source["key"])
+    registered = registered_version(tracking, model_name, source["key"])
     if registered is not None:
         return already_registered(
-            lake, tracking, cfg, encoder_name, registered, run_date=run_date, promote=promote, started=started
+            lake, tracking, cfg, model_name, registered, run_date=run_date, promote=promote, started=started
         )
-    work = training_dir(lake.path("training", encoder_name, day), source)
+    work = training_dir(lake.path("training", model_name, day), source)
     data_dir = lakefs.join(work, "data")
-    rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir)
-    cutoff = train_cutoff(sequences)
+    missing = f"no training journeys of store {store} for {day}: run `custembed journeys-prepare`" if journeys else ""
+    rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir, missing=missing)
+    cutoff = None if journeys else train_cutoff(sequences)
+    if journeys and init_from is None and "tokenizer_dir" in params:
+        # the vocabulary is learnt on this training's own journeys before the model exists
+        params["tokenizer_dir"] = fit_tokenizer(data_dir, lakefs.join(work, "tokenizer"), params)
     output_dir = lakefs.join(work, "encoder")
     # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(
-        f"{encoder_name}/{day}/{source['key']}",
-        {"encoder": encoder_name, "run_date": day, "sequences": rows, "training_key": source["key"], **training},
+        f"{model_name}/{day}/{source['key']}",
+        {"encoder": model_name, "run_date": day, "sequences": rows, "training_key": source["key"], **training},
     )
     log.info(
         "train %s: %d sequences (key %s), %d processes, MLflow run %s%s",
-        encoder_name,
+        model_name,
         rows,
         source["key"],
         cfg.train.num_processes,
         run_id,
         " (resuming)" if resumed else "",
     )
-    champion, champion_dir = _champion_dir(tracking, encoder_name, cfg.train.alias, work)
+    champion, champion_dir = _champion_dir(tracking, model_name, cfg.train.alias, work)
     spec = TrainSpec(
         data_path=data_dir,
         output_dir=output_dir,
         checkpoint_dir=lakefs.join(work, "checkpoints"),
         encoder_kind=settings.kind,
         encoder_params=params,
+        init_dir=init_from,
         compare_dir=champion_dir,
         mlflow_tracking_uri=tracking.uri,
         mlflow_run_id=run_id,
@@ -415,7 +517,7 @@ def run(
     try:
         metrics = dict(launch(cfg.train)(train, spec))
     except Exception:
-        log.error("train %s failed; rerun the same command to resume from the last checkpoint", encoder_name)
+        log.error("train %s failed; rerun the same command to resume from the last checkpoint", model_name)
         raise
     lineage = {
         TAG_RUN_DATE: day,
@@ -425,14 +527,15 @@ def run(
         TAG_HOLDOUT_LAST: str(settings.holdout_last),
     }
     lakefs.write_text(lakefs.join(output_dir, LINEAGE_FILE), json.dumps(lineage, indent=2, sort_keys=True))
-    # what each id stood for, kept with the weights: rank/recommend map items through it
-    lakefs.write_text(lakefs.join(output_dir, VOCABULARY_FILE), vocabulary_json(catalogue))
-    version = tracking.finish_run(run_id, metrics, output_dir, encoder_name, tags=lineage)
+    if not journeys:
+        # what each id stood for, kept with the weights: rank/recommend map items through it
+        lakefs.write_text(lakefs.join(output_dir, VOCABULARY_FILE), vocabulary_json(catalogue))
+    version = tracking.finish_run(run_id, metrics, output_dir, model_name, tags=lineage)
     promoted, why = promotion(promote or cfg.train.promote, metrics, champion)
-    tracking.record_promotion(encoder_name, version, cfg.train.alias, promoted=promoted, reason=why)
+    tracking.record_promotion(model_name, version, cfg.train.alias, promoted=promoted, reason=why)
     log.info(
         "train %s: version %s %s alias %s: %s",
-        encoder_name,
+        model_name,
         version,
         "takes" if promoted else "does not take",
         cfg.train.alias,
@@ -442,14 +545,14 @@ def run(
     summary = {
         "encoder": encoder_name,
         "kind": settings.kind,
-        "model": f"{tracking.model_name(encoder_name)} version {version} ({alias_note})",
+        "model": f"{tracking.model_name(model_name)} version {version} ({alias_note})",
         "sequences": rows,
         "seconds": round(time.monotonic() - t0, 1),
         **{k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()},
     }
     record_run(
         lake,
-        job=f"train:{encoder_name}",
+        job=f"train:{model_name}",
         run_date=run_date,
         started=started,
         status="succeeded",
@@ -466,12 +569,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         const="always",
         help="give the new version the alias even if its validation loss is worse (default: train.promote)",
     )
+    parser.add_argument(
+        "--store", default=None, help="journey encoders: the store trained on (default journeys.model.train_store)"
+    )
 
 
 def _run_from_cli(spark: SparkSession, cfg: Config, args: argparse.Namespace, run_date: dt.date) -> dict[str, Any]:
     if args.encoder in cfg.train.encoders:
         check_model_layers(args.conf, args.set, args.encoder)  # a bad `model:` key names its file
-    return run(spark, cfg, run_date=run_date, encoder_name=args.encoder, promote=args.promote)
+    return run(spark, cfg, run_date=run_date, encoder_name=args.encoder, promote=args.promote, store=args.store)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

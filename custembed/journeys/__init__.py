@@ -1,4 +1,6 @@
-"""System B, in-store journeys: the numpy/pandas cores the journey jobs run in Spark's Python workers.
+"""System B, in-store journeys: the numpy/pandas/torch-free cores the journey jobs run in Spark's Python workers.
+
+Data side:
 
 * ``layout``: store layouts (``conf/stores/*.yaml``) and their vectorised geometry;
 * ``codes``: the six-character hierarchical location code of a 50 cm cell;
@@ -6,6 +8,9 @@
 * ``simulate``: simulated shoppers (the embedded default's positions and till scans);
 * ``pauses``: DBSCAN pauses, their zones and purchase markers.
 
-No pyspark here. The jobs are ``custembed.jobs.journeys_simulate`` and
-``custembed.jobs.journeys_prepare``; ``docs/journeys.md`` describes the data side.
+Model side: ``tokenizer`` (byte-level BPE), ``markov`` (the Markov-chain baseline),
+``metrics`` (Jensen-Shannon divergences), ``frames`` (Spark transforms of the journey jobs).
+
+No pyspark in the data-side modules. The jobs are ``custembed.jobs.journeys_*``;
+``docs/journeys.md`` describes both sides.
 """

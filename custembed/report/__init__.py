@@ -53,6 +53,7 @@ from custembed.report.data import (
     MODEL_INFO_COLUMNS,
     ReportData,
 )
+from custembed.report.journeys import journeys_body
 from custembed.report.markup import render_page
 from custembed.report.sections import (
     attention_section,
@@ -92,6 +93,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("attention", "Attention between behaviour types"),
     ("segments", "Customer segments"),
     ("next-item", "Next-item recommendation"),
+    ("journeys", "In-store journeys (system B)"),
     ("notes", "Notes"),
 )
 
@@ -138,6 +140,7 @@ def render_report(
         "attention": lambda: attention_section(data.attention, data.attention_labels, max_pairs=max_attention_pairs),
         "segments": lambda: segments_section(data.segments),
         "next-item": lambda: nextitem_section(data.nextitem),
+        "journeys": lambda: journeys_body(data.journey_metrics, data.journey_heatmaps),
         "notes": lambda: notes_section(data.notes),
     }
     sections = []

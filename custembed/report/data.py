@@ -70,6 +70,8 @@ class ReportData:
         nextitem: ``nextitem_metrics`` rows of the run date (model, protocol, protocol_name,
             metric, k, value, ci_low, ci_high, customers), empty when no next-item model was evaluated.
         notes: free-text lines shown at the end.
+        journey_metrics: system B's ``journey_metrics`` rows of the date (``None``: none written).
+        journey_heatmaps: (store, model) → ``[rows, cols]`` visits per cell (``model="real"``: held out).
     """
 
     title: str = "custembed report"
@@ -88,6 +90,9 @@ class ReportData:
     segments: pd.DataFrame | None = None
     nextitem: pd.DataFrame | None = None
     notes: Sequence[str] | None = None
+    # system B: journey_metrics rows of the date, and (store, model) -> visits per 50 cm cell
+    journey_metrics: pd.DataFrame | None = None
+    journey_heatmaps: Mapping[tuple[str, str], np.ndarray] | None = None
 
     def __post_init__(self) -> None:
         _check_frame("metrics", self.metrics, METRIC_COLUMNS)

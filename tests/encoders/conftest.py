@@ -79,8 +79,21 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_journeys_bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A byte-level BPE learnt on action text, for the journey language models."""
+    from custembed.journeys.tokenizer import save_tokenizer, train_tokenizer
+
+    directory = tmp_path_factory.mktemp("tiny_journeys_bpe")
+    texts = [" ".join(ACTION_WORDS[(start + j) % N_ACTIONS] for j in range(12)) for start in range(N_ACTIONS)]
+    save_tokenizer(train_tokenizer(texts, vocab_size=300, min_frequency=1), directory)
+    return directory
+
+
 @pytest.fixture
-def make_encoder(tiny_electra_dir: Path, tiny_llama_dir: Path) -> Callable[..., SequenceEncoder[Any]]:
+def make_encoder(
+    tiny_electra_dir: Path, tiny_llama_dir: Path, tiny_journeys_bpe_dir: Path
+) -> Callable[..., SequenceEncoder[Any]]:
     """Build a tiny encoder of any registered kind: ``make_encoder(kind, **overrides)``."""
 
     def make(kind: str, **overrides: Any) -> SequenceEncoder[Any]:
@@ -104,6 +117,21 @@ def make_encoder(tiny_electra_dir: Path, tiny_llama_dir: Path) -> Callable[..., 
             "sasrec": {"vocab_size": BERT4REC_VOCAB, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_len": 16},
             "mlm": {"checkpoint": str(tiny_electra_dir), "max_len": 16},
             "causal_lm": {"checkpoint": str(tiny_llama_dir), "max_len": 16},
+            "journeys_gpt2": {
+                "tokenizer_dir": str(tiny_journeys_bpe_dir),
+                "hidden_size": 32,
+                "num_layers": 2,
+                "num_heads": 2,
+                "max_len": 16,
+            },
+            "journeys_lstm": {
+                "tokenizer_dir": str(tiny_journeys_bpe_dir),
+                "embedding_dim": 16,
+                "hidden_size": 32,
+                "num_layers": 2,
+                "max_len": 16,
+                "dropout": 0.0,
+            },
         }
         if kind not in defaults:
             raise ValueError(f"no tiny configuration for kind {kind!r}")

@@ -22,6 +22,8 @@ SIBLINGS = {
     "custembed.encoders.hf_mlm",
     "custembed.encoders.causal_lm",
     "custembed.encoders.coles",
+    "custembed.encoders.journeys_gpt2",
+    "custembed.encoders.journeys_lstm",
 }
 
 
@@ -59,7 +61,10 @@ def test_registry_round_trip() -> None:
 
 
 def test_unknown_kind_names_the_known_ones() -> None:
-    with pytest.raises(ValueError, match=r"'word2vec'.*\['bert4rec', 'causal_lm', 'coles', 'mlm', 'sasrec'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"'word2vec'.*\['bert4rec', 'causal_lm', 'coles', 'journeys_gpt2', 'journeys_lstm', 'mlm', 'sasrec'\]",
+    ):
         encoder_class("word2vec")
 
 

@@ -8,7 +8,7 @@ from pyspark.sql import functions as F
 from custembed import schemas
 from custembed.config import JourneysHoldoutConfig
 from custembed.io import Lake
-from custembed.journeys import frames
+from custembed.jobs import journeys_frames as frames
 
 JOURNEYS_TABLE = "journeys"
 

@@ -24,7 +24,7 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed.config import Config
-from custembed.journeys import frames
+from custembed.jobs import journeys_frames as frames
 from custembed.journeys.metrics import js_divergence
 
 log = logging.getLogger(__name__)

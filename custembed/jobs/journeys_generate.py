@@ -24,7 +24,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from custembed.config import Config, JourneysGenerateConfig
-from custembed.journeys import frames
+from custembed.jobs import journeys_frames as frames
 
 log = logging.getLogger(__name__)
 

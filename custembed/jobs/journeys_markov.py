@@ -1,7 +1,7 @@
 """The Markov chain baseline of system B, trained by ``custembed train --encoder journeys-markov``.
 
 Counts of (state, next token) over the training journeys of a store come from Spark
-built-ins (:func:`custembed.journeys.frames.markov_counts`: split, transform, explode,
+built-ins (:func:`custembed.jobs.journeys_frames.markov_counts`: split, transform, explode,
 groupBy); only the counts reach the driver, where they become the model file
 (:class:`custembed.journeys.markov.MarkovChain`). The model is registered in MLflow like
 the neural encoders, with the same lineage tags and the same "already registered" rule,
@@ -24,7 +24,7 @@ from pyspark.sql import SparkSession
 from custembed import lakefs
 from custembed.config import Config
 from custembed.encoders.base import FORMAT_VERSION, META_FILE
-from custembed.journeys import frames
+from custembed.jobs import journeys_frames as frames
 from custembed.journeys.markov import KIND, MarkovChain
 from custembed.tracking import LINEAGE_FILE, TAG_CUTOFF, TAG_INIT_CHECKPOINT, TAG_RUN_DATE, TAG_TRAINING_KEY
 

@@ -18,7 +18,7 @@ from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from custembed.config import Config
-from custembed.journeys import frames
+from custembed.jobs import journeys_frames as frames
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """``custembed journeys-transfer``: the source store's model fine-tuned on the target store, against scratch.
 
 For each fraction in ``journeys.transfer.fractions`` (paper: 1/1, 1/10, 1/100) of the
-target store's training visits (nested seeded shares, :func:`custembed.journeys.frames.sample_visits`):
+target store's training visits (nested seeded shares, :func:`custembed.jobs.journeys_frames.sample_visits`):
 
 * ``<encoder>-finetuned``: the registered ``<encoder>-<source store>`` model (its weights
   and its tokenizer: ids never drift) trained further on that share, for

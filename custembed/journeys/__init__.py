@@ -9,8 +9,9 @@ Data side:
 * ``pauses``: DBSCAN pauses, their zones and purchase markers.
 
 Model side: ``tokenizer`` (byte-level BPE), ``markov`` (the Markov-chain baseline),
-``metrics`` (Jensen-Shannon divergences), ``frames`` (Spark transforms of the journey jobs).
+``metrics`` (Jensen-Shannon divergences); the Spark transforms of the journey jobs are in
+``custembed.jobs.journeys_frames``.
 
-No pyspark in the data-side modules. The jobs are ``custembed.jobs.journeys_*``;
+No pyspark in this package. The jobs are ``custembed.jobs.journeys_*``;
 ``docs/journeys.md`` describes both sides.
 """

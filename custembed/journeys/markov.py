@@ -3,7 +3,7 @@
 The state is the last ``order`` tokens (padded with :data:`START` at a journey's start);
 the next token is drawn in proportion to how often it followed that state in the training
 journeys, :data:`END` closing a journey. Counts are computed by Spark
-(:func:`custembed.journeys.frames.markov_counts`); this module holds the fitted chain, its
+(:func:`custembed.jobs.journeys_frames.markov_counts`); this module holds the fitted chain, its
 file (JSON, a few MB at most: one entry per state seen) and sampling. A state never seen
 backs off to the chain of the last token alone, then to the token frequencies (the
 prompt of a held-out visit may hold a pair never seen in training).

@@ -82,8 +82,8 @@ def test_train_generate_evaluate(spark: Any, lake_sets: list[str], in_process: N
     from pyspark.sql import functions as F
 
     from custembed.jobs import journeys_evaluate, journeys_generate, train
+    from custembed.jobs import journeys_frames as frames
     from custembed.jobs.common import lake_from
-    from custembed.journeys import frames
 
     cfg = _config(lake_sets)
     lake = lake_from(spark, cfg)

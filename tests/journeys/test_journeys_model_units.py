@@ -64,7 +64,7 @@ def test_markov_file_round_trip(tmp_path: Any) -> None:
 
 @pytest.mark.slow
 def test_spark_frames_markov_counts_prompts_and_split(spark: Any) -> None:
-    from custembed.journeys import frames
+    from custembed.jobs import journeys_frames as frames
 
     journeys = spark.createDataFrame(
         [("s", "1", "A B $dairy C"), ("s", "2", "A B"), ("s", "3", "A C C D E F G H I")],
@@ -96,7 +96,7 @@ def test_spark_frames_markov_counts_prompts_and_split(spark: Any) -> None:
 
 @pytest.mark.slow
 def test_spark_replicate_js_equals_numpy_and_bootstrap_weights_are_poisson(spark: Any) -> None:
-    from custembed.journeys import frames
+    from custembed.jobs import journeys_frames as frames
 
     gen = {"a": 3.0, "b": 1.0, "c": 2.0}
     real = {"a": 1.0, "b": 3.0, "d": 4.0}

@@ -12,9 +12,9 @@ Writes, partitioned by run date and model (a rerun replaces them):
 
 * ``segments``: customer_id, segment, distance (to its segment's centre), k;
 * ``segment_profiles``: per segment its size and share, the actions most
-  over-represented among its customers (by lift over all customers, among actions at
-  least 5 % of the segment has), the share of its customers who bought anything
-  (``buyers_share``), and the silhouette of the chosen k.
+  over-represented among its customers (lift over all customers above 1, among actions
+  at least 5 % of the segment has; none listed when no action stands out), the share of
+  its customers who bought anything (``buyers_share``), and the silhouette of the chosen k.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def profiles(
             (F.col("reach") / F.col("customers")).alias("share"),
             ((F.col("reach") / F.col("customers")) / (F.col("reach_all") / F.col("n"))).alias("lift"),
         )
-        .where(F.col("share") >= MIN_REACH)
+        .where((F.col("share") >= MIN_REACH) & (F.col("lift") > 1.0))  # over-represented only
         .join(F.broadcast(texts), "id")
     )
     order = SparkWindow.partitionBy("segment").orderBy(F.col("lift").desc(), F.col("id"))

@@ -52,6 +52,7 @@ def test_profiles_list_over_represented_actions_and_buyers(spark) -> None:  # ty
     assert got[0]["customers"] == 10 and got[0]["share"] == pytest.approx(0.5)
     assert got[0]["top_actions"][0] == "consulting tv (x2.0)"  # all of segment 0, half of everyone
     assert got[1]["top_actions"][0] == "buying tv (x2.0)"
+    assert all("visiting shop" not in a for r in got.values() for a in r["top_actions"])  # lift 1: not listed
     assert got[0]["buyers_share"] == 0.0 and got[1]["buyers_share"] == pytest.approx(0.5)
 
 

@@ -499,8 +499,8 @@ def segments_section(segments: pd.DataFrame | None) -> str:
         first = rows.iloc[0]
         caption = (
             f"{model}: k-means on L2-normalised embeddings, k = {int(first['k'])} chosen by silhouette "
-            f"({fmt(as_float(first['silhouette']), 3)}); actions by lift over all customers (x lift), among "
-            "those at least 5 % of the segment has; buyers = customers with a buying action in their history."
+            f"({fmt(as_float(first['silhouette']), 3)}); actions whose lift over all customers (x lift) is above 1, "
+            "among those at least 5 % of the segment has; buyers = customers with a buying action in their history."
         )
         parts.append(html_table(head, body, caption=caption))
     return "".join(parts)

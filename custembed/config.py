@@ -317,12 +317,18 @@ class JourneysTransferConfig:
     target_store: str = "store_b"
     fractions: tuple[float, ...] = field(default=(1.0, 0.1, 0.01), metadata={"help": "shares of target training"})
     fine_tune_epochs: int = field(default=3, metadata={"help": "epochs of fine-tuning (paper: 3)"})
-    fine_tune_lr: float = field(default=0.0005, metadata={"help": "peak learning rate of fine-tuning"})
+    fine_tune_lr: float | None = field(
+        default=None, metadata={"help": "peak learning rate of fine-tuning; null: the encoder's own lr"}
+    )
+    extend_vocabulary: bool = field(
+        default=True,
+        metadata={"help": "grow the source model's BPE by one learnt on the target share (else keep the source's)"},
+    )
 
     def __post_init__(self) -> None:
         if not self.fractions or any(not 0 < f <= 1 for f in self.fractions):
             raise TypeError(f"fractions must be in (0, 1], got {self.fractions!r}")
-        if self.fine_tune_epochs < 1 or self.fine_tune_lr <= 0:
+        if self.fine_tune_epochs < 1 or (self.fine_tune_lr is not None and self.fine_tune_lr <= 0):
             raise TypeError("fine_tune_epochs and fine_tune_lr must be positive")
 
 

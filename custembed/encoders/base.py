@@ -134,6 +134,11 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     def load(cls, path: Path, meta: Mapping[str, Any]) -> SequenceEncoder[Any]:
         """Load from a directory written by :meth:`save`; ``meta`` is its ``custembed_encoder.json``."""
 
+    def for_fine_tuning(self, params: Mapping[str, Any]) -> SequenceEncoder[C]:
+        """This saved encoder, ready to train further with the data fields of ``params``
+        (the new training's encoder params); most encoders need nothing: themselves."""
+        return self
+
     # -- batches --------------------------------------------------------------------
 
     @abc.abstractmethod

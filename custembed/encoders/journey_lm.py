@@ -6,6 +6,7 @@ repeat, so that importing one journey model never imports the other.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, cast
@@ -40,6 +41,44 @@ class JourneyLmEncoder(HfTextEncoder[Any]):
     @classmethod
     def model_class(cls) -> type[PreTrainedModel]:
         raise NotImplementedError
+
+    def for_fine_tuning(self, params: Mapping[str, Any]) -> JourneyLmEncoder:
+        """With a grown tokenizer in ``params["tokenizer_dir"]`` (:func:`extend_tokenizer`), this
+        model with that tokenizer: embedding rows (and head rows) added for the new tokens, each
+        the mean of the rows of the pieces the old tokenizer cut it into, so that a new store's
+        code starts where its prefixes stand. Without one, this model unchanged."""
+        tokenizer_dir = params.get("tokenizer_dir")
+        if not tokenizer_dir:
+            return self
+        grown = load_tokenizer(tokenizer_dir)
+        old = self.tokenizer.get_vocab()
+        new_vocab = grown.get_vocab()
+        moved = [token for token, i in old.items() if new_vocab.get(token) != i]
+        if moved:
+            raise ValueError(f"the tokenizer at {tokenizer_dir} does not extend the model's: {moved[:3]} changed ids")
+        added = sorted((i, token) for token, i in new_vocab.items() if token not in old)
+        n_old = len(self.tokenizer)
+        model = cast(Any, self.model)  # the Hugging Face model: torch typing reads its methods as tensors
+        rows_in = model.get_input_embeddings().weight.detach().clone()
+        output = model.get_output_embeddings()
+        rows_out = None if output is None else output.weight.detach().clone()
+        bias_out = None if output is None or getattr(output, "bias", None) is None else output.bias.detach().clone()
+        model.resize_token_embeddings(len(grown), mean_resizing=False)
+        with torch.no_grad():
+            new_in = model.get_input_embeddings().weight
+            new_output = model.get_output_embeddings()
+            for i, token in added:
+                text = grown.convert_tokens_to_string([token])
+                pieces = [p for p in self.tokenizer(text, add_special_tokens=False)["input_ids"] if p < n_old] or [
+                    self.tokenizer.pad_token_id
+                ]
+                new_in[i] = rows_in[pieces].mean(dim=0)
+                if new_output is not None and rows_out is not None and new_output.weight is not new_in:
+                    new_output.weight[i] = rows_out[pieces].mean(dim=0)
+                    if bias_out is not None:
+                        new_output.bias[i] = bias_out[pieces].mean()
+        model.config.vocab_size = len(grown)
+        return type(self)(dataclasses.replace(self.config, tokenizer_dir=str(tokenizer_dir)), self.model, grown)
 
     def inputs(
         self,

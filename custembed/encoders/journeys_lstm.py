@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -104,6 +104,18 @@ class JourneysLstmModel(PreTrainedModel):
         self.lstm = LstmBase(config)
         self.head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
+
+    def get_input_embeddings(self) -> nn.Module:
+        return self.lstm.tokens
+
+    def set_input_embeddings(self, value: nn.Module) -> None:
+        self.lstm.tokens = cast(nn.Embedding, value)
+
+    def get_output_embeddings(self) -> nn.Module:
+        return self.head
+
+    def set_output_embeddings(self, new_embeddings: nn.Module) -> None:
+        self.head = cast(nn.Linear, new_embeddings)
 
     def _init_weights(self, module: nn.Module) -> None:
         # The LSTM keeps torch's own initialisation, and the embedding its unit-variance one: with

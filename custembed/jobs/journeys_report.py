@@ -24,11 +24,13 @@ log = logging.getLogger(__name__)
 
 
 def grid_counts(cells: Mapping[str, int], layout: Any) -> np.ndarray:
-    """Visits per cell as a ``[rows, cols]`` array of the layout's grid (codes that do not decode are left out)."""
+    """Positions per cell as a ``[ny, nx]`` array of the layout's grid (row = y from the south wall,
+    column = x from the west wall), NaN where a shelf stands and nothing was placed (the figure
+    draws those cells as shelves); codes that do not decode are left out."""
     from custembed.journeys.codes import decode
     from custembed.journeys.layout import CELL_SIZE
 
-    rows, cols = layout.grid_shape
+    cols, rows = layout.grid_shape  # (nx, ny)
     grid = np.zeros((rows, cols))
     for code, count in cells.items():
         try:
@@ -38,6 +40,8 @@ def grid_counts(cells: Mapping[str, int], layout: Any) -> np.ndarray:
         r, c = int(float(np.asarray(y)[0]) // CELL_SIZE), int(float(np.asarray(x)[0]) // CELL_SIZE)
         if 0 <= r < rows and 0 <= c < cols:
             grid[r, c] += count
+    shelves = ~layout.free_cells().T  # [ny, nx]
+    grid[shelves & (grid == 0)] = np.nan
     return grid
 
 
@@ -45,10 +49,16 @@ def heatmaps(spark: SparkSession, cfg: Config, day: str) -> dict[tuple[str, str]
     """(store, model) → cell grid, ``model = "real"`` for the held-out visits; transfer models left out."""
     from custembed.jobs.common import lake_from
     from custembed.jobs.journeys_common import test_journeys
+    from custembed.jobs.journeys_transfer import FINETUNED, SCRATCH, SOURCE
     from custembed.journeys.layout import load_layout
 
     lake = lake_from(spark, cfg)
-    generated = lake.read_partition("generated_journeys", day).where(F.col("train_fraction") == 1.0)
+    generated = lake.read_partition("generated_journeys", day).where(
+        (F.col("train_fraction") == 1.0)
+        & ~F.col(frames.MODEL).endswith(f"-{FINETUNED}")
+        & ~F.col(frames.MODEL).endswith(f"-{SCRATCH}")
+        & ~F.col(frames.MODEL).endswith(f"-{SOURCE}")
+    )
     real = test_journeys(lake, cfg.journeys.holdout, day=day).select(
         frames.STORE, F.lit("real").alias(frames.MODEL), frames.TEXT
     )

@@ -3,13 +3,20 @@
 For each fraction in ``journeys.transfer.fractions`` (paper: 1/1, 1/10, 1/100) of the
 target store's training visits (nested seeded shares, :func:`custembed.jobs.journeys_frames.sample_visits`):
 
-* ``<encoder>-finetuned``: the registered ``<encoder>-<source store>`` model (its weights
-  and its tokenizer: ids never drift) trained further on that share, for
-  ``fine_tune_epochs`` at ``fine_tune_lr`` (paper: 3 epochs);
+* ``<encoder>-finetuned``: the registered ``<encoder>-<source store>`` model trained further
+  on that share, for ``fine_tune_epochs`` (paper: 3) at ``fine_tune_lr`` (default: the
+  encoder's own). Its tokenizer keeps every id and, with ``extend_vocabulary``, grows by a
+  BPE learnt on the share (the target store's codes would otherwise be cut into bytes:
+  measured on the demo stores, store B's journeys took 2.3 tokens per position under store
+  A's BPE, so a context window held under half a journey); the new embedding rows start at
+  the mean of their pieces';
 * ``<encoder>-scratch``: the same encoder trained from fresh weights, with a BPE of its
   own, on the same share, with the encoder's own budget.
 
-Both go through the train job (same launcher, checkpoints, MLflow: registered as
+The source model itself, not fine-tuned, also continues the target's prompts
+(``<encoder>-source``, ``train_fraction`` 0): the floor fine-tuning should improve on.
+
+All go through the train job (same launcher, checkpoints, MLflow: registered as
 ``<encoder>-<target>-finetuned-<fraction>`` / ``-scratch-<fraction>``), generate from the
 target's held-out visits (``generated_journeys``, ``train_fraction`` set) and are
 measured by ``journeys-evaluate`` (``journey_metrics``, one row per fraction).
@@ -33,6 +40,7 @@ log = logging.getLogger(__name__)
 
 FINETUNED = "finetuned"
 SCRATCH = "scratch"
+SOURCE = "source"
 
 
 def with_encoder_settings(cfg: Config, name: str, **changes: Any) -> Config:
@@ -62,13 +70,33 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, evaluate: bool =
     source_dir, source_version = tracking.encoder_uri(
         journey_model_name(encoder, settings.source_store), cfg.train.alias, staging=lake.path("models")
     )
+    base = cfg.train.encoders[encoder]
     fine_cfg = with_encoder_settings(
-        cfg, encoder, epochs=settings.fine_tune_epochs, lr=settings.fine_tune_lr, early_stopping_patience=None
+        cfg,
+        encoder,
+        epochs=settings.fine_tune_epochs,
+        lr=settings.fine_tune_lr if settings.fine_tune_lr is not None else base.lr,
+        early_stopping_patience=None,
     )
     test_visits = test_journeys(lake, cfg.journeys.holdout, day=day, store=settings.target_store)
     timings: dict[str, float] = {}
-    generated: dict[str, list[Any]] = {FINETUNED: [], SCRATCH: []}
-    base = cfg.train.encoders[encoder]
+
+    def generated_by(model_dir: str, variant: str, version: str, fraction: float) -> Any:
+        return generate_journeys(
+            test_visits,
+            model_dir=model_dir,
+            settings=cfg.journeys.generate,
+            model=f"{encoder}-{variant}",
+            version=version,
+            train_fraction=fraction,
+        )
+
+    # the source model as it is (share 0): the floor fine-tuning has to improve on
+    generated: dict[str, list[Any]] = {
+        SOURCE: [generated_by(source_dir, SOURCE, source_version, 0.0)],
+        FINETUNED: [],
+        SCRATCH: [],
+    }
     target = settings.target_store
     for fraction in settings.fractions:
         # 1/100 of a store may be fewer visits than a batch on every process: smaller batches then
@@ -94,21 +122,13 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, evaluate: bool =
                 encoder_name=encoder,
                 store=settings.target_store,
                 init_from=init,
+                extend_vocabulary=settings.extend_vocabulary,
                 train_fraction=fraction,
                 registry_name=name,
                 promote="always",  # each (variant, fraction) is its own model: its newest training is it
             )
             model_dir, version = tracking.encoder_uri(name, cfg.train.alias, staging=lake.path("models"))
-            generated[variant].append(
-                generate_journeys(
-                    test_visits,
-                    model_dir=model_dir,
-                    settings=cfg.journeys.generate,
-                    model=f"{encoder}-{variant}",
-                    version=version,
-                    train_fraction=fraction,
-                )
-            )
+            generated[variant].append(generated_by(model_dir, variant, version, fraction))
             timings[f"{variant} {fraction_label(fraction)}"] = round(time.monotonic() - t0, 1)
     for rows in (rows for rows in generated.values() if rows):
         union = rows[0]
@@ -131,7 +151,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, evaluate: bool =
 def transfer_curve(metrics: Any, encoder: str) -> dict[str, dict[str, float]]:
     """``<variant>`` → ``<fraction>`` → ``js_cells`` / ``js_purchase_zones`` (small: a handful of rows)."""
     rows = metrics.where(
-        metrics.model.isin(f"{encoder}-{FINETUNED}", f"{encoder}-{SCRATCH}")
+        metrics.model.isin(f"{encoder}-{FINETUNED}", f"{encoder}-{SCRATCH}", f"{encoder}-{SOURCE}")
         & metrics.metric.isin("js_cells", "js_purchase_zones")
     ).collect()
     curve: dict[str, dict[str, float]] = {}

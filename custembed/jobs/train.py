@@ -81,11 +81,16 @@ def journeys_files(journeys: DataFrame, day: str, store: str) -> list[str]:
     return ours or files
 
 
-def fit_tokenizer(data_dir: str, target: str, params: Mapping[str, Any]) -> str:
-    """A byte-level BPE learnt on the snapshot's texts (streamed in Arrow batches), saved at ``target``."""
+def fit_tokenizer(data_dir: str, target: str, params: Mapping[str, Any], *, extend: str | None = None) -> str:
+    """A byte-level BPE learnt on the snapshot's texts (streamed in Arrow batches), saved at ``target``.
+
+    With ``extend`` (a saved journey model's URI, fine-tuning on another store), the model's
+    own tokenizer grown by what this BPE has and it lacks (:func:`extend_tokenizer`): the
+    model keeps its ids and the new store's codes are single tokens, not bytes.
+    """
     import pyarrow.dataset as ds
 
-    from custembed.journeys.tokenizer import save_tokenizer, train_tokenizer
+    from custembed.journeys.tokenizer import extend_tokenizer, load_tokenizer, save_tokenizer, train_tokenizer
 
     local = lakefs.local_path(target)
     if lakefs.exists(lakefs.join(target, "tokenizer.json")):  # a resumed training keeps its ids
@@ -96,13 +101,23 @@ def fit_tokenizer(data_dir: str, target: str, params: Mapping[str, Any]) -> str:
     tokenizer = train_tokenizer(
         texts, vocab_size=int(params["bpe_vocab_size"]), min_frequency=int(params["bpe_min_frequency"])
     )
+    if extend is not None:
+        learnt = len(tokenizer)
+        source = load_tokenizer(lakefs.get_dir(extend))
+        tokenizer = extend_tokenizer(source, tokenizer)
+        log.info(
+            "train: the fine-tuned model's %d tokens grow by %d of the %d learnt on this store's journeys",
+            len(source),
+            len(tokenizer) - len(source),
+            learnt,
+        )
     if local is not None:
         save_tokenizer(tokenizer, local)
     else:
         with tempfile.TemporaryDirectory(prefix="custembed-bpe-") as scratch:
             save_tokenizer(tokenizer, scratch)
             lakefs.put_dir(scratch, target)
-    log.info("train: learnt a byte-level BPE of %d tokens on the training journeys (%s)", len(tokenizer), target)
+    log.info("train: a byte-level BPE of %d tokens for the training journeys (%s)", len(tokenizer), target)
     return local if local is not None else lakefs.get_dir(target)
 
 
@@ -399,6 +414,7 @@ def run(
     init_from: str | None = None,
     train_fraction: float = 1.0,
     registry_name: str | None = None,
+    extend_vocabulary: bool = True,
 ) -> dict[str, Any]:
     """Train ``encoder_name`` on the train view of ``run_date``; register it; move the alias if it is not worse.
 
@@ -406,9 +422,10 @@ def run(
     ``input_table`` is ``journeys`` (system B) train on the journeys of ``run_date`` and of
     ``store`` (default ``journeys.model.train_store``) outside the held-out test visits, of
     which a seeded ``train_fraction``; ``init_from`` (a saved encoder's URI) starts from its
-    weights and tokenizer (fine-tuning); they register as ``<encoder>-<store>`` unless
-    ``registry_name`` says otherwise. The Markov chain baseline is counted by Spark instead
-    (:mod:`custembed.jobs.journeys_markov`).
+    weights and tokenizer (fine-tuning; with ``extend_vocabulary`` the tokenizer grows by a
+    BPE learnt on this store's journeys and the model's embeddings with it); they register
+    as ``<encoder>-<store>`` unless ``registry_name`` says otherwise. The Markov chain
+    baseline is counted by Spark instead (:mod:`custembed.jobs.journeys_markov`).
     """
     from custembed.jobs.common import lake_from, record_run, run_catalogue
     from custembed.tracking import promotion, tracking_for
@@ -463,6 +480,8 @@ def run(
         read_files = journeys_files(sequences, day, store)
         registry_name = registry_name or journey_model_name(encoder_name, store)
         training.update(store=store, train_fraction=train_fraction, init_from=init_from or "")
+        if init_from is not None:
+            training.update(extend_vocabulary=extend_vocabulary)
     else:
         sequences = lake.read_partition("sequences", day, view=schemas.VIEW_TRAIN)
         read_files = sequences_files(sequences, run_date)
@@ -480,9 +499,12 @@ def run(
     missing = f"no training journeys of store {store} for {day}: run `custembed journeys-prepare`" if journeys else ""
     rows = write_snapshot(lake, sequences, run_date, settings, files, data_dir, missing=missing)
     cutoff = None if journeys else train_cutoff(sequences)
-    if journeys and init_from is None and "tokenizer_dir" in params:
-        # the vocabulary is learnt on this training's own journeys before the model exists
-        params["tokenizer_dir"] = fit_tokenizer(data_dir, lakefs.join(work, "tokenizer"), params)
+    if journeys and "tokenizer_dir" in params and (init_from is None or extend_vocabulary):
+        # the vocabulary is learnt on this training's own journeys before the model exists; a
+        # fine-tuning grows its model's vocabulary by this store's (the loop resizes the model)
+        params["tokenizer_dir"] = fit_tokenizer(
+            data_dir, lakefs.join(work, "tokenizer"), params, extend=init_from if extend_vocabulary else None
+        )
     output_dir = lakefs.join(work, "encoder")
     # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(

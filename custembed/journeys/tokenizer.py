@@ -44,6 +44,39 @@ def train_tokenizer(texts: Iterable[str], *, vocab_size: int, min_frequency: int
     return wrap(tokenizer)
 
 
+def extend_tokenizer(source: PreTrainedTokenizerFast, target: PreTrainedTokenizerFast) -> PreTrainedTokenizerFast:
+    """``source`` grown by what ``target`` (a BPE learnt on another store's journeys) has and it lacks.
+
+    Fine-tuning on another store keeps the source model's ids: every token of ``source``
+    keeps its id and the tokens only ``target`` has are appended after them. The merges are
+    ``target``'s first, then ``source``'s: text of the target store is cut as ``target``
+    cuts it (so its codes are single tokens again, not bytes), in ids the source model
+    already knows wherever the two vocabularies share a token.
+    """
+    import json
+
+    from tokenizers import Tokenizer
+
+    src = json.loads(source.backend_tokenizer.to_str())
+    tgt = json.loads(target.backend_tokenizer.to_str())
+    for which, spec in (("source", src), ("target", tgt)):
+        if spec["model"]["type"] != "BPE":
+            raise ValueError(f"the {which} tokenizer is not a BPE tokenizer: {spec['model']['type']}")
+    vocab: dict[str, int] = dict(src["model"]["vocab"])
+    for token, _ in sorted(tgt["model"]["vocab"].items(), key=lambda item: item[1]):
+        vocab.setdefault(token, len(vocab))
+    merges = [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in tgt["model"]["merges"]]
+    seen = set(merges)
+    for m in src["model"]["merges"]:
+        pair = tuple(m) if isinstance(m, list) else tuple(m.split(" "))
+        if pair not in seen:
+            seen.add(pair)
+            merges.append(pair)
+    src["model"]["vocab"] = vocab
+    src["model"]["merges"] = [list(pair) for pair in merges]
+    return wrap(Tokenizer.from_str(json.dumps(src)))
+
+
 def _non_empty(texts: Iterable[str]) -> Iterator[str]:
     return (text for text in texts if text)
 

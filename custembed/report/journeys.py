@@ -20,6 +20,7 @@ JS_METRICS = ("js_cells", "js_purchase_zones", "js_length")
 RATE_METRICS = ("shelf_crossing_rate", "out_of_store_rate")
 REAL = "real"
 HEADING = "In-store journeys (system B)"
+TRANSFER_SUFFIXES = ("-finetuned", "-scratch", "-source")  # journeys-transfer's models
 
 
 def _table(rows: pd.DataFrame, metrics: tuple[str, ...], digits: int) -> str:
@@ -58,14 +59,18 @@ def _interval(rows: pd.DataFrame, store: str, model: str, metric: str, digits: i
 
 
 def transfer_figure(metrics: pd.DataFrame) -> str:
-    """JS (cells, purchase zones) against the share of target training visits, fine-tuned vs scratch."""
-    chosen = metrics[metrics["model"].str.endswith(("-finetuned", "-scratch")) & metrics["metric"].isin(JS_METRICS[:2])]
+    """JS (cells, purchase zones) against the share of target training visits, fine-tuned vs scratch;
+    the source model without fine-tuning (share 0) as a dashed line."""
+    chosen = metrics[metrics["model"].str.endswith(TRANSFER_SUFFIXES) & metrics["metric"].isin(JS_METRICS[:2])]
     if chosen.empty:
         return not_available("no transfer run for this date (custembed journeys-transfer)")
     figure = Figure(figsize=(9, 3.5))
     for axes, metric in zip(figure.subplots(1, 2), JS_METRICS[:2], strict=True):
         for model, rows in chosen[chosen["metric"] == metric].groupby("model"):
             rows = rows.sort_values("train_fraction")
+            if (rows["train_fraction"] == 0).all():
+                axes.axhline(rows["value"].iloc[0], linestyle="--", color="grey", label=f"{model} (no fine-tuning)")
+                continue
             axes.plot(rows["train_fraction"], rows["value"], marker="o", label=str(model))
         axes.set_xscale("log")
         axes.set_xlabel("share of target-store training visits")
@@ -80,28 +85,46 @@ def transfer_figure(metrics: pd.DataFrame) -> str:
 
 
 def heat_map_figures(heatmaps: Mapping[tuple[str, str], np.ndarray]) -> list[str]:
-    """One figure per store: the real held-out visits' cell counts, then each model's."""
+    """One figure per store: the real held-out visits' cell counts, then each model's; a log colour
+    scale (a store's traffic spans orders of magnitude), shelves (NaN cells) in grey, north up."""
+    from matplotlib import colormaps
+    from matplotlib.colors import LogNorm
+
+    # shelves grey (NaN), cells no position fell in black (below the scale)
+    palette = colormaps["magma"].with_extremes(bad="#9a9a9a", under="black")
     figures = []
     for store in sorted({store for store, _ in heatmaps}):
         models = sorted((m for s, m in heatmaps if s == store), key=lambda m: (m != REAL, m))
         cols = min(4, len(models))
         rows = math.ceil(len(models) / cols)
-        figure = Figure(figsize=(3.2 * cols, 2.8 * rows))
+        figure = Figure(figsize=(3.4 * cols, 2.8 * rows), layout="constrained")
         grid = np.atleast_1d(figure.subplots(rows, cols)).ravel()
-        for axes, model in zip(grid, models, strict=False):
+        shares = {}
+        for model in models:
             counts = heatmaps[(store, model)].astype(float)
-            share = counts / counts.sum() if counts.sum() > 0 else counts
-            axes.imshow(share, origin="lower", cmap="magma", interpolation="nearest")
+            total = np.nansum(counts)
+            shares[model] = counts / total if total > 0 else counts
+        positive = [s[s > 0] for s in shares.values() if (s > 0).any()]
+        low = min(float(p.min()) for p in positive) if positive else 1e-6
+        high = max(float(p.max()) for p in positive) if positive else 1.0
+        norm = LogNorm(vmin=low, vmax=max(high, low * 10))
+        image = None
+        for axes, model in zip(grid, models, strict=False):
+            share = np.where(shares[model] == 0, low / 10, shares[model])  # empty cells: below the scale
+            image = axes.imshow(share, origin="lower", cmap=palette, norm=norm, interpolation="nearest")
             axes.set_title(f"{model}", fontsize=9)
             axes.set_xticks([])
             axes.set_yticks([])
         for axes in grid[len(models) :]:
             axes.set_visible(False)
+        if image is not None:
+            figure.colorbar(image, ax=list(grid[: len(models)]), shrink=0.8, label="share of positions (log)")
         figures.append(
             figure_html(
                 figure,
                 alt=f"heat maps {store}",
-                caption=f"{store}: share of positions per 50 cm cell, held-out real visits vs generated journeys.",
+                caption=f"{store}: share of positions per 50 cm cell (log scale), held-out real visits vs generated "
+                "journeys; north up, shelves grey, cells no position reached black.",
             )
         )
     return figures
@@ -113,7 +136,7 @@ def journeys_body(metrics: pd.DataFrame | None, heatmaps: Mapping[tuple[str, str
         return not_available("no journey_metrics for this date (custembed journeys-evaluate)")
     parts = []
     plain = metrics[metrics["train_fraction"] == 1.0]
-    plain = plain[~plain["model"].str.endswith(("-finetuned", "-scratch"))]
+    plain = plain[~plain["model"].str.endswith(TRANSFER_SUFFIXES)]
     if "protocol" in metrics.columns:
         parts.append(paragraph(f"Protocol: {metrics['protocol'].iloc[0]}"))
     parts.append(

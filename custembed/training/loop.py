@@ -105,7 +105,8 @@ def _schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> Lamb
 
 def _build(spec: TrainSpec) -> SequenceEncoder[Any]:
     if spec.init_dir is not None:
-        return load_encoder(spec.init_dir)
+        # fine-tuning: the saved model, adapted to this training's data fields (a grown vocabulary)
+        return load_encoder(spec.init_dir).for_fine_tuning(spec.encoder_params)
     return build_encoder(spec.encoder_kind, **dict(spec.encoder_params))
 
 

@@ -7,6 +7,7 @@ columns. Generation's counts and the path rates need ``custembed.journeys.text``
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -22,7 +23,8 @@ RUN = dt.date(2031, 3, 31)
 PREFIX = "jpipe"
 
 
-def _journeys(spark: Any, n: int = 80) -> Any:
+def _journeys(spark: Any, n: int = 80, store: str = "store_a") -> Any:
+    """``n`` journeys of ``store``; store_b's walk other cells (codes the store_a texts never use)."""
     rows = [
         (
             store,
@@ -32,9 +34,10 @@ def _journeys(spark: Any, n: int = 80) -> Any:
             text.count("$"),
             RUN.isoformat(),
         )
-        for store in ("store_a",)
         for i, text in enumerate(journey_texts(n, seed=5))
     ]
+    if store != "store_a":
+        rows = [(store, visit, text.replace("A", "G"), *rest) for _, visit, text, *rest in rows]
     return spark.createDataFrame(
         rows, "store string, visit_id string, text string, n_positions int, n_purchases int, dt string"
     )
@@ -121,3 +124,43 @@ def test_train_generate_evaluate(spark: Any, lake_sets: list[str], in_process: N
     assert all(0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0 for r in js_rows)  # bootstrap intervals
     assert "Poisson bootstrap" in result["protocol"]
     assert "base 2" in result["protocol"]
+
+
+@pytest.mark.slow
+def test_transfer_grows_the_vocabulary_and_measures_every_variant(
+    spark: Any, lake_sets: list[str], in_process: None
+) -> None:
+    from custembed import lakefs
+    from custembed.jobs import journeys_transfer, train
+    from custembed.jobs.common import lake_from
+    from custembed.journeys.tokenizer import load_tokenizer
+    from custembed.tracking import tracking_for
+
+    cfg = _config(lake_sets)
+    cfg = journeys_transfer.with_encoder_settings(cfg, "journeys-gpt2", epochs=1)
+    lake = lake_from(spark, cfg)
+    both = _journeys(spark).unionByName(_journeys(spark, store="store_b"))
+    both.write.mode("overwrite").partitionBy("dt", "store").saveAsTable(lake.table("journeys"))
+    train.run(spark, cfg, run_date=RUN, encoder_name="journeys-gpt2", store="store_a")
+    transfer = dataclasses.replace(cfg.journeys.transfer, fractions=(1.0,), fine_tune_epochs=1)
+    cfg = dataclasses.replace(cfg, journeys=dataclasses.replace(cfg.journeys, transfer=transfer))
+
+    summary = journeys_transfer.run(spark, cfg, run_date=RUN, evaluate=True)
+
+    tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
+    staging = lake.path("models")
+    source_dir, _ = tracking.encoder_uri("journeys-gpt2-store_a", cfg.train.alias, staging=staging)
+    tuned_dir, _ = tracking.encoder_uri("journeys-gpt2-store_b-finetuned-1", cfg.train.alias, staging=staging)
+    source, tuned = load_tokenizer(lakefs.get_dir(source_dir)), load_tokenizer(lakefs.get_dir(tuned_dir))
+    assert len(tuned) > len(source)  # store_b's codes added to the source's ids
+    assert all(tuned.get_vocab()[token] == i for token, i in source.get_vocab().items())
+    text = _journeys(spark, 4, store="store_b").first()["text"]
+    assert len(tuned(text)["input_ids"]) < len(source(text)["input_ids"])
+    generated = lake.read_partition("generated_journeys", RUN.isoformat()).where("store = 'store_b'")
+    variants = {(r["model"], r["train_fraction"]) for r in generated.select("model", "train_fraction").collect()}
+    assert variants == {
+        ("journeys-gpt2-source", 0.0),
+        ("journeys-gpt2-finetuned", 1.0),
+        ("journeys-gpt2-scratch", 1.0),
+    }
+    assert set(summary["curve"]) >= {"journeys-gpt2-source js_cells", "journeys-gpt2-finetuned js_cells"}

@@ -130,8 +130,9 @@ class SasRecEncoder(ActionIdEncoder[SasRecConfig]):
         rows = torch.arange(attention_mask.size(0), device=attention_mask.device)
         last = (attention_mask.sum(dim=1) - 1).clamp(min=0)  # [B]
         with self._eval_mode():
-            logits = self.model(input_ids=inputs["input_ids"], attention_mask=attention_mask).logits  # [B, L, V]
-        return logits[rows, last].float()
+            # the head only at each sequence's last state: [B, V], not the [B, L, V] of every position
+            hidden = self.model.transformer(input_ids=inputs["input_ids"], attention_mask=attention_mask)
+            return self.model.lm_head(hidden.last_hidden_state[rows, last]).float()
 
     @torch.no_grad()
     def score_next(self, tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None = None) -> torch.Tensor:

@@ -68,8 +68,8 @@ $(AIRFLOW_STAMP):
 
 airflow-venv: $(AIRFLOW_STAMP)
 
-bench: setup
-	$(BIN)/python benchmarks/bench_sequences.py
+bench: setup  # every benchmark, one at a time, into benchmarks/results-<date>.md (tens of minutes)
+	$(BIN)/python benchmarks/run_all.py
 
 clean:
 	rm -rf lake spark-warehouse metastore_db derby.log

@@ -125,6 +125,7 @@ def adapt(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder: str, 
     reused = bool(summary.get("already_registered"))
     figures = _recorded(cfg, name, version) if reused else summary
     trainable, total = adapted.trainable_parameters(), adapted.total_parameters()
+    train_seconds = float(figures["seconds"]) if "seconds" in figures else None
     row = {
         "variant": variant,
         "backbone": backbone,
@@ -132,7 +133,7 @@ def adapt(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder: str, 
         "trainable_parameters": trainable,
         "total_parameters": total,
         "trainable_share": trainable / total,
-        "train_seconds": float(figures["seconds"]) if "seconds" in figures else None,
+        "train_seconds": train_seconds,
         "wall_seconds": None if reused else round(wall, 1),
         "steps": int(figures["steps"]) if "steps" in figures else None,
         "reused": reused,
@@ -140,13 +141,14 @@ def adapt(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoder: str, 
         schemas.DT: run_date.isoformat(),
         "model": name,
     }
-    _log_to_run(
-        cfg,
-        name,
-        version,
-        {"trainable_parameters": trainable, "total_parameters": total, "trainable_share": trainable / total}
-        | ({"adaptation_seconds": row["train_seconds"]} if row["train_seconds"] is not None else {}),
-    )
+    logged = {
+        "trainable_parameters": float(trainable),
+        "total_parameters": float(total),
+        "trainable_share": trainable / total,
+    }
+    if train_seconds is not None:
+        logged["adaptation_seconds"] = train_seconds
+    _log_to_run(cfg, name, version, logged)
     log.info("cpl4rec-ablations: %s: %s", name, json.dumps(row, default=str))
     return row
 

@@ -77,3 +77,31 @@ def test_ablations_train_evaluate_and_record_every_variant(spark, lake_sets, dat
     assert all(r["reused"] and r["wall_seconds"] is None for r in rerun.values())
     assert {v: r["model_version"] for v, r in rerun.items()} == {v: r["model_version"] for v, r in stats.items()}
     assert {v: r["steps"] for v, r in rerun.items()} == {v: r["steps"] for v, r in stats.items()}
+
+
+def test_the_conf_entries_are_valid_and_the_split_cannot_be_a_parameter() -> None:
+    from custembed.config import ConfigError
+    from custembed.jobs.train import check_model_layers
+
+    for name in ENTRIES:
+        check_model_layers("cpl4rec.yaml", [], name)
+    with pytest.raises(ConfigError, match="vocabulary_file is set from the data"):
+        check_model_layers("cpl4rec.yaml", ["train.encoders.cpl4rec.model.vocabulary_file=x.json"], "cpl4rec")
+    with pytest.raises(ConfigError, match="stage prompt needs backbone"):
+        check_model_layers("cpl4rec.yaml", ["train.encoders.cpl4rec.model.backbone="], "cpl4rec")
+
+
+def test_each_variant_is_the_prompt_entry_with_one_switch() -> None:
+    from custembed.config import ConfigError, load_config
+    from custembed.jobs.cpl4rec_ablations import VARIANTS, check_prompt_entry, variant_name, with_variant
+
+    cfg = load_config("cpl4rec.yaml")
+    assert check_prompt_entry(cfg, "cpl4rec") == "cpl4rec_pretrain"
+    base = cfg.train.encoders["cpl4rec"]
+    for variant, changes in VARIANTS.items():
+        settings = with_variant(cfg, "cpl4rec", variant).train.encoders[variant_name("cpl4rec", variant)]
+        changed = {k: v for k, v in settings.model.items() if base.model.get(k) != v}
+        assert changed == dict(changes)
+        assert settings.epochs == base.epochs and settings.holdout_last == 2
+    with pytest.raises(ConfigError, match="must be kind cpl4rec with model.stage: prompt"):
+        check_prompt_entry(cfg, "cpl4rec_pretrain")

@@ -8,7 +8,7 @@ From the prompt-stage encoder ``--encoder`` (default ``cpl4rec``, a ``cpl4rec`` 
 2. each variant of :data:`VARIANTS` is the prompt-stage entry with one switch changed,
    trained through the same train job (TorchDistributor, checkpoints, MLflow), registered
    under its own name (``cpl4rec_no_pfg`` ...): ``full`` (prompts, PFG, compactness),
-   ``no_prompts`` (head only on the frozen backbone), ``no_pfg`` (last layer instead of the
+   ``no_prompts`` (head and gate on the frozen backbone), ``no_pfg`` (last layer instead of the
    gate), ``no_compactness`` (``compactness: 0``) and ``finetune`` (the backbone unfrozen:
    what prompt learning is compared with for parameter efficiency);
 3. every variant, and the backbone alone (a ``[mask]`` step of the target behaviour read by

@@ -20,6 +20,7 @@ JOBS: dict[str, str] = {
     "rank": "rank",
     "recommend": "recommend",
     "evaluate-nextitem": "evaluate_nextitem",
+    "cpl4rec-ablations": "cpl4rec_ablations",
     "segment": "segment",
     "sql": "sql",
     # system B: in-store journeys
@@ -47,6 +48,8 @@ jobs:
   rank       a next-item model's scores of candidate items (user<TAB>item,item lines) into a file
   recommend  top-K next items per customer from a next-item model -> recommendations table
   evaluate-nextitem  HR@K / NDCG@K of a next-item model, leave-one-out, full and sampled protocols
+  cpl4rec-ablations  CPL4Rec: pre-train the backbone, adapt full / no prompts / no PFG / no compactness /
+                     full fine-tuning, evaluate each (nextitem_metrics) and record adaptation_stats
   segment    k-means segments of one source's embeddings (k by silhouette) and their profiles
   sql        print the result of a SQL query against the project's catalogue
   journeys-simulate  system B: simulated store visits -> store_positions, store_scans (embedded default)

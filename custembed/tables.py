@@ -331,6 +331,28 @@ _TABLES: tuple[Table, ...] = (
         "protocol × metric × cut-off × model",
     ),
     Table(
+        "adaptation_stats",
+        (
+            _c("variant", "string", "full, no_prompts, no_pfg, no_compactness, or finetune (backbone unfrozen)"),
+            _c("backbone", "string", "the pretrain-stage encoder adapted (name under train.encoders)"),
+            _c("backbone_version", "string", "its registry version"),
+            _c("trainable_parameters", "bigint", "parameters the adaptation trains"),
+            _c("total_parameters", "bigint", "every parameter of the network (backbone, heads, prompt parts)"),
+            _c("trainable_share", "double", "trainable_parameters / total_parameters"),
+            _c("train_seconds", "double", "the training loop's time (steps and validation, all processes)"),
+            _c("wall_seconds", "double", "the train job's wall time (snapshot, launch, registry); null when reused"),
+            _c("steps", "bigint", "optimiser steps of the adaptation"),
+            _c("reused", "boolean", "true: a training already registered was reused (figures from its MLflow run)"),
+            _c("model_version", "string", "registry version of the adapted encoder"),
+            _c(DT, "string"),
+            _c("model", "string", "encoder name: the prompt-stage entry or its ablation variant"),
+        ),
+        (DT, "model"),
+        "cpl4rec-ablations",
+        PARTITIONS,
+        "adaptation variant of CPL4Rec × model",
+    ),
+    Table(
         "segments",
         (
             _c(CUSTOMER_ID, "string"),

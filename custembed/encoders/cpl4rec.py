@@ -34,16 +34,33 @@ count as :meth:`Cpl4RecModel.trainable_parameters` reports.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+import dataclasses
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from custembed.encoders.base import FORMAT_VERSION, META_FILE, MaskedTokenStats, RankingMetrics, SequenceEncoder
+from custembed.encoders.masking import (
+    IGNORE_INDEX,
+    Inputs,
+    check_action_ids,
+    check_fraction,
+    check_pooling,
+    choose_positions,
+    pad_right_keep_recent,
+)
+from custembed.nextitem import last_action_metrics
+
 PRETRAIN = "pretrain"
 PROMPT = "prompt"
 STAGES = (PRETRAIN, PROMPT)
+PROMPT_PARTS = ("generator", "gate", "task_head")  # what the prompt stage trains; the rest is the backbone
 
 
 @dataclass(frozen=True)
@@ -98,6 +115,15 @@ class Cpl4RecOutput:
     user: torch.Tensor  # [B, H] the user representation (mean state, or the [mask] step's in the prompt stage)
 
 
+def mean_cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the labels that are not ``IGNORE_INDEX`` (-100); 0, still in the graph, without any.
+
+    A batch in which no row has a target (no target-behaviour step to predict) must not give NaN.
+    """
+    total = F.cross_entropy(logits.float(), labels, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (labels != IGNORE_INDEX).sum().clamp(min=1)
+
+
 class FrequencyFilter(nn.Module):
     """Learned filter along the sequence in the frequency domain (rFFT → complex weights → inverse), residual."""
 
@@ -149,7 +175,21 @@ class Cpl4RecModel(nn.Module):
         )
         self.gate = nn.Parameter(torch.zeros(config.num_layers + 1))
         self.task_head = nn.Sequential(nn.Linear(h, h), nn.GELU(), nn.LayerNorm(h))
+        self.apply(self._init_weights)
         self.set_stage(config.stage)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # torch's N(0, 1) embeddings make the tied item logits huge at the start (a loss of 12 over 30
+        # items); BERT's 0.02 makes them so small that a head on a frozen backbone can hardly move them.
+        # Unit-norm rows (std 1/sqrt(H)) sit between.
+        if isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=self.config.hidden_size**-0.5)
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        if isinstance(module, nn.Embedding) and module.padding_idx is not None:
+            nn.init.zeros_(module.weight[module.padding_idx])
 
     @property
     def mask_item(self) -> int:
@@ -161,13 +201,12 @@ class Cpl4RecModel(nn.Module):
         if stage not in STAGES:
             raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
         self.stage = stage
-        prompt_parts = {"generator", "gate", "task_head"}
         for name, parameter in self.named_parameters():
             top = name.split(".")[0]
             if stage == PRETRAIN:
-                parameter.requires_grad = top not in prompt_parts
+                parameter.requires_grad = top not in PROMPT_PARTS
             else:
-                parameter.requires_grad = top in prompt_parts and self._switched_on(top)
+                parameter.requires_grad = top in PROMPT_PARTS and self._switched_on(top)
 
     def _switched_on(self, part: str) -> bool:
         if part == "generator":
@@ -243,7 +282,7 @@ class Cpl4RecModel(nn.Module):
             return Cpl4RecOutput(None, None, None, user)
         logits = self._item_logits(hidden[masked], self.mlm_head)  # [N, n_items]
         targets = labels[masked]
-        return Cpl4RecOutput(F.cross_entropy(logits.float(), targets), logits, targets, user)
+        return Cpl4RecOutput(mean_cross_entropy(logits, targets), logits, targets, user)
 
     def behaviour_stats(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Share of each behaviour among the real steps and log(1 + length): ``[B, n_behaviours + 1]``."""
@@ -305,7 +344,7 @@ class Cpl4RecModel(nn.Module):
         logits = self._item_logits(user, self.task_head)  # [B, n_items]
         if labels is None:
             return Cpl4RecOutput(None, logits, None, user)
-        loss = F.cross_entropy(logits.float(), labels) + self.config.compactness * penalty
+        loss = mean_cross_entropy(logits, labels) + self.config.compactness * penalty
         return Cpl4RecOutput(loss, logits, labels, user)
 
     def compactness_penalty(self, prompts: torch.Tensor) -> torch.Tensor:
@@ -348,3 +387,396 @@ def split_tables(behaviour_item: Sequence[tuple[str, str | None]], n_special: in
         "behaviours": tuple(behaviour_names),
         "items": tuple(item_names),
     }
+
+
+# -- the encoder: CPL4Rec as a registered SequenceEncoder (kind ``cpl4rec``) ------------------------------
+
+MODEL_FILE = "model.safetensors"  # weights and the id split (buffers)
+MODEL_CONFIG_FILE = "cpl4rec.json"  # sizes and switches of the network (the split is in the weights)
+
+
+@dataclass(frozen=True)
+class Cpl4RecEncoderConfig:
+    """Fields of ``train.encoders.<name>.model`` for kind ``cpl4rec``.
+
+    The id split is not a field: the train job writes the run's vocabulary and names it in
+    ``vocabulary_file``; the encoder derives ``action_item`` / ``action_behaviour`` from it and
+    keeps them as buffers beside the weights (MLflow params could not hold them).
+    """
+
+    vocab_size: int = field(metadata={"help": "Number of ids: special ids plus actions (set by train)."})
+    no_action_id: int | None = field(
+        default=None, metadata={"help": "Id of 'no action' (set by train): left out of HR/NDCG."}
+    )
+    vocabulary_file: str = field(
+        default="", metadata={"help": "Set by train: the run's vocabulary (JSON) the id split comes from."}
+    )
+    backbone_dir: str = field(
+        default="", metadata={"help": "Set by train (stage prompt): the registered backbone named by `backbone`."}
+    )
+    stage: str = field(default=PRETRAIN, metadata={"help": "pretrain (backbone, all behaviours) or prompt."})
+    backbone: str = field(
+        default="", metadata={"help": "Stage prompt: the name under train.encoders of the pretrain-stage encoder."}
+    )
+    target_behaviour: str = field(default="buying", metadata={"help": "Behaviour the prompt stage predicts."})
+    finetune_backbone: bool = field(
+        default=False, metadata={"help": "Stage prompt: train the backbone too (full fine-tuning, for comparison)."}
+    )
+    hidden_size: int = field(default=64, metadata={"help": "Width of embeddings and layers."})
+    num_layers: int = field(default=2, metadata={"help": "Transformer layers of the backbone."})
+    num_heads: int = field(default=2, metadata={"help": "Attention heads per layer."})
+    max_len: int = field(default=50, metadata={"help": "Most recent actions kept per sequence."})
+    dropout: float = field(default=0.1, metadata={"help": "Dropout of embeddings and layers."})
+    mask_prob: float = field(default=0.3, metadata={"help": "Stage pretrain: share of items masked."})
+    denoise: bool = field(default=False, metadata={"help": "Learned frequency-domain filter before the layers."})
+    num_prompts: int = field(default=4, metadata={"help": "Soft prompts per user."})
+    prompt_hidden: int = field(default=128, metadata={"help": "Hidden width of the prompt generator."})
+    use_prompts: bool = field(default=True, metadata={"help": "Ablation: false = head only on the frozen backbone."})
+    use_pfg: bool = field(default=True, metadata={"help": "Ablation: false = last layer instead of the PFG gate."})
+    compactness: float = field(default=0.1, metadata={"help": "Weight of the prompt compactness term; 0 = off."})
+    prompt_norm: float = field(default=1.0, metadata={"help": "Norm a prompt may reach before it is penalised."})
+    pooling: str = field(default="mean", metadata={"help": "Stage pretrain embed pooling: mean, first or last."})
+    pad_id: int = field(default=0, metadata={"help": "Padding id."})
+    n_special: int = field(default=3, metadata={"help": "Ids below this are special; actions start here."})
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.stage == PROMPT and not self.backbone:
+            raise ValueError("stage prompt needs backbone: the name of the pretrain-stage encoder under train.encoders")
+        if self.stage == PRETRAIN and (self.backbone or self.finetune_backbone):
+            raise ValueError("backbone and finetune_backbone belong to stage prompt; this encoder is stage pretrain")
+        if self.vocab_size <= self.n_special:
+            raise ValueError(f"vocab_size must exceed n_special={self.n_special}, got {self.vocab_size}")
+        for name in ("hidden_size", "num_layers", "num_heads", "max_len", "num_prompts", "prompt_hidden"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)!r}")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(f"hidden_size={self.hidden_size} is not a multiple of num_heads={self.num_heads}")
+        check_fraction("dropout", self.dropout)
+        check_fraction("mask_prob", self.mask_prob, open_low=True)
+        check_pooling(self.pooling)
+        if self.compactness < 0 or self.prompt_norm <= 0:
+            raise ValueError(f"need compactness >= 0 and prompt_norm > 0, got {self.compactness}, {self.prompt_norm}")
+
+
+ARCHITECTURE = ("hidden_size", "num_layers", "num_heads", "max_len", "denoise", "num_prompts")  # the backbone's
+
+
+class Cpl4RecStep(nn.Module):
+    """What a training step calls (and DDP wraps): ids, mask and ``labels`` in, :class:`Cpl4RecOutput` out.
+
+    ``labels`` are action ids, as for the other encoders: ``[B, L]`` at the masked steps (stage pretrain,
+    ``IGNORE_INDEX`` elsewhere) or ``[B]`` the next target-behaviour action (stage prompt, ``IGNORE_INDEX``
+    for rows without one). The network predicts their items.
+    """
+
+    def __init__(self, model: Cpl4RecModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> Cpl4RecOutput:
+        labelled = labels != IGNORE_INDEX
+        items = self.model.action_item[labels.clamp(min=0)]  # action ids -> item indices
+        if self.model.stage == PRETRAIN:
+            output: Cpl4RecOutput = self.model(input_ids, attention_mask, labels=items, masked=labelled)
+            return output
+        targets = items.masked_fill(~labelled, IGNORE_INDEX)  # [B]
+        prompt_output: Cpl4RecOutput = self.model(input_ids, attention_mask, labels=targets)
+        return prompt_output
+
+
+class Cpl4RecEncoder(SequenceEncoder[Cpl4RecEncoderConfig]):
+    """CPL4Rec over action ids: stage ``pretrain`` (the backbone) or ``prompt`` (adapted to a target behaviour)."""
+
+    kind: ClassVar[str] = "cpl4rec"
+    input_column: ClassVar[str] = "tokens"
+    config_class: ClassVar[type[Any]] = Cpl4RecEncoderConfig
+    data_fields: ClassVar[tuple[str, ...]] = ("vocab_size", "no_action_id", "vocabulary_file", "backbone_dir")
+
+    def __init__(self, config: Cpl4RecEncoderConfig, model: Cpl4RecModel, behaviours: Sequence[str]) -> None:
+        super().__init__(config, cast(Any, model))  # not a Hugging Face model: save/load are this class's
+        if len(model.action_item) != config.vocab_size:
+            raise ValueError(f"the id split covers {len(model.action_item)} ids, vocab_size is {config.vocab_size}")
+        self.behaviours = tuple(behaviours)
+        self._step: Cpl4RecStep | None = None
+        model.set_stage(config.stage)
+        if config.finetune_backbone:
+            for name, parameter in model.named_parameters():
+                if name.split(".")[0] not in (*PROMPT_PARTS, "mlm_head"):  # the MLM head is unused in this stage
+                    parameter.requires_grad = True
+
+    @property
+    def network(self) -> Cpl4RecModel:
+        return cast(Cpl4RecModel, self.model)
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.config.hidden_size)
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, config: Any) -> Cpl4RecEncoder:
+        """Stage pretrain: fresh weights over the split of ``vocabulary_file``. Stage prompt: the backbone
+        in ``backbone_dir`` (same split and architecture) with fresh prompt parts."""
+        from custembed import lakefs
+        from custembed.catalogue import StoredVocabulary
+
+        if not config.vocabulary_file:
+            raise ValueError("a cpl4rec encoder needs vocabulary_file (the train job sets it from the run's catalogue)")
+        vocabulary = StoredVocabulary.from_json(lakefs.read_text(config.vocabulary_file))
+        if vocabulary.vocab_size != config.vocab_size:
+            raise ValueError(
+                f"{config.vocabulary_file} has {vocabulary.vocab_size} ids, vocab_size is {config.vocab_size}"
+            )
+        tables = split_tables([(b, i) for b, i, _ in vocabulary.actions], config.n_special)
+        behaviours = cast(tuple[str, ...], tables["behaviours"])
+        if config.target_behaviour not in behaviours:
+            raise ValueError(f"target_behaviour {config.target_behaviour!r} is not a behaviour of {behaviours}")
+        model_config = Cpl4RecConfig(
+            action_item=cast(tuple[int, ...], tables["action_item"]),
+            action_behaviour=cast(tuple[int, ...], tables["action_behaviour"]),
+            n_items=cast(int, tables["n_items"]),
+            n_behaviours=cast(int, tables["n_behaviours"]),
+            target_behaviour=behaviours.index(config.target_behaviour) + 1,
+            **{name: getattr(config, name) for name in MODEL_FIELDS},
+        )
+        model = Cpl4RecModel(model_config)
+        if config.stage == PROMPT:
+            _load_backbone(model, config)
+        return cls(config, model, behaviours)
+
+    @classmethod
+    def load(cls, path: Path, meta: Mapping[str, Any]) -> Cpl4RecEncoder:
+        from safetensors.torch import load_file
+
+        config = Cpl4RecEncoderConfig(**meta["config"])
+        saved = json.loads((path / MODEL_CONFIG_FILE).read_text())
+        state = load_file(str(path / MODEL_FILE))
+        model_config = Cpl4RecConfig(
+            action_item=tuple(int(v) for v in state["action_item"].tolist()),
+            action_behaviour=tuple(int(v) for v in state["action_behaviour"].tolist()),
+            **saved["model"],
+        )
+        model = Cpl4RecModel(model_config)
+        model.load_state_dict(state)
+        return cls(config, model, saved["behaviours"])
+
+    def _save_vocabulary(self, path: Path) -> None:
+        """Nothing more: the split is in the weights; the train job writes ``vocabulary.json`` beside them."""
+
+    def _save_local(self, target: Path) -> Path:
+        from safetensors.torch import save_file
+
+        target.mkdir(parents=True, exist_ok=True)
+        state = {name: tensor.detach().cpu().contiguous() for name, tensor in self.network.state_dict().items()}
+        save_file(state, str(target / MODEL_FILE))
+        network_config = {k: v for k, v in dataclasses.asdict(self.network.config).items() if k not in SPLIT_FIELDS}
+        saved = {"model": network_config, "behaviours": list(self.behaviours)}
+        (target / MODEL_CONFIG_FILE).write_text(json.dumps(saved, indent=2, sort_keys=True))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "kind": self.kind,
+            "pooling": self.pooling,
+            "max_len": self.max_len,
+            "config": dataclasses.asdict(self.config),
+        }
+        meta_file = target / META_FILE
+        meta_file.write_text(json.dumps(meta, indent=2, sort_keys=True))
+        return meta_file
+
+    def to(self, device: torch.device | str) -> Cpl4RecEncoder:
+        self.network.to(torch.device(device))
+        return self
+
+    # -- parameter counts (the parameter-efficiency comparison) -----------------------------------
+    def trainable_parameters(self) -> int:
+        """Parameters this stage and these switches train."""
+        return self.network.trainable_parameters()
+
+    def total_parameters(self) -> int:
+        """Every parameter of the network (backbone, MLM head and prompt parts alike)."""
+        return sum(p.numel() for p in self.network.parameters())
+
+    # -- batches -----------------------------------------------------------------------------
+    def inputs(
+        self,
+        tokens: Sequence[Sequence[int]] | None = None,
+        texts: Sequence[str] | None = None,
+        gaps: Sequence[Sequence[int]] | None = None,
+    ) -> Inputs:
+        tokens = check_action_ids(tokens, vocab_size=self.config.vocab_size, kind=self.kind)
+        return pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
+
+    def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:
+        """Stage pretrain: items hidden at random steps (labels ``[B, L]``: their action ids; the network hides
+        the items itself and keeps the behaviours). Stage prompt: each sequence cut before one of its
+        target-behaviour steps drawn at random (labels ``[B]``: that step's action id)."""
+        input_ids, attention_mask = inputs["input_ids"], inputs["attention_mask"]  # [B, L]
+        items = self.network.action_item.to(input_ids.device)[input_ids]  # [B, L]
+        if self.config.stage == PRETRAIN:
+            # only steps with an item are predicted: never padding, special ids or 'no action'
+            candidates = attention_mask.bool() & (items > 0)
+            chosen = choose_positions(candidates, self.config.mask_prob, generator)  # at least one per sequence
+            return {**inputs, "labels": input_ids.masked_fill(~chosen, IGNORE_INDEX)}
+        behaviours = self.network.action_behaviour.to(input_ids.device)[input_ids]  # [B, L]
+        positions = torch.arange(input_ids.size(1), device=input_ids.device).unsqueeze(0)  # [1, L]
+        # a target needs a history before it: steps from position 1 on
+        candidates = attention_mask.bool() & (items > 0) & (behaviours == self.network.config.target_behaviour)
+        candidates &= positions >= 1
+        draws = torch.rand(tuple(input_ids.shape), generator=generator, device=generator.device).to(input_ids.device)
+        cut = torch.where(candidates, draws, -1.0).argmax(dim=1)  # [B] a uniformly drawn candidate
+        has_target = candidates.any(dim=1)  # [B]
+        cut = torch.where(has_target, cut, attention_mask.sum(dim=1))  # rows without one keep everything
+        keep = positions < cut.unsqueeze(1)  # [B, L]
+        rows = torch.arange(input_ids.size(0), device=input_ids.device)
+        labels = torch.where(has_target, input_ids[rows, cut.clamp(max=input_ids.size(1) - 1)], IGNORE_INDEX)  # [B]
+        return {
+            "input_ids": input_ids.masked_fill(~keep, self.config.pad_id),
+            "attention_mask": attention_mask * keep.to(attention_mask.dtype),
+            "labels": labels,
+        }
+
+    # -- forward passes ----------------------------------------------------------------------
+    def training_module(self) -> torch.nn.Module:
+        if self._step is None or self._step.model is not self.network:
+            self._step = Cpl4RecStep(self.network)
+        return self._step
+
+    @torch.no_grad()
+    def masked_token_stats(self, batch: Inputs) -> MaskedTokenStats:
+        """Cross-entropy sum (no compactness term), correct arg-max and count over the labelled steps or rows."""
+        batch = self._on_device(batch)
+        with self._eval_mode():
+            output = self.training_module()(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        logits, labels = output.logits, output.labels
+        if logits is None or labels is None:
+            return MaskedTokenStats(0.0, 0, 0)
+        valid = labels != IGNORE_INDEX
+        logits, labels = logits[valid].float(), labels[valid]
+        return MaskedTokenStats(
+            loss_sum=float(F.cross_entropy(logits, labels, reduction="sum")) if labels.numel() else 0.0,
+            correct=int((logits.argmax(dim=-1) == labels).sum()),
+            count=int(labels.numel()),
+        )
+
+    def _item_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, n_items]`` scores of each item as the next target-behaviour item after the real steps."""
+        network = self.network
+        if network.stage == PROMPT:
+            logits = network(input_ids, attention_mask).logits
+            return cast(torch.Tensor, logits).float()
+        # the backbone alone: a [mask] step of the target behaviour appended, read by the MLM head
+        b = input_ids.size(0)
+        items, behaviours = network.split(input_ids)
+        lengths = attention_mask.sum(dim=1)  # [B]
+        rows = torch.arange(b, device=input_ids.device)
+        items = torch.cat([items, items.new_zeros(b, 1)], dim=1)
+        behaviours = torch.cat([behaviours, behaviours.new_zeros(b, 1)], dim=1)
+        mask = torch.cat([attention_mask, attention_mask.new_zeros(b, 1)], dim=1)
+        items[rows, lengths] = network.mask_item
+        behaviours[rows, lengths] = network.config.target_behaviour
+        mask[rows, lengths] = 1
+        hidden = network._encode(network._embed(items, behaviours), mask)[-1]  # [B, L + 1, H]
+        return network._item_logits(hidden[rows, lengths], network.mlm_head).float()
+
+    def _action_scores(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """``[B, V]``: an action of the target behaviour scores as its item; every other id ``-inf``."""
+        network = self.network
+        with self._eval_mode():
+            item_scores = self._item_scores(input_ids, attention_mask)  # [B, n_items]
+        scorable = (network.action_item > 0) & (network.action_behaviour == network.config.target_behaviour)  # [V]
+        scores = item_scores[:, network.action_item]  # [B, V]
+        return scores.masked_fill(~scorable.unsqueeze(0), float("-inf"))
+
+    @torch.no_grad()
+    def score_next(self, tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None = None) -> torch.Tensor:
+        """``[B, V]`` scores of every id as each sequence's next action (only target-behaviour actions score)."""
+        batch = self._on_device(self.inputs(tokens=tokens))
+        return self._action_scores(batch["input_ids"], batch["attention_mask"])
+
+    @torch.no_grad()
+    def next_action_metrics(self, inputs: Inputs, k: int = 10) -> dict[str, float]:
+        """HR@k / NDCG@k of each sequence's last action from the ones before it, over target-behaviour targets."""
+        inputs = self._on_device(inputs)
+        input_ids, attention_mask = inputs["input_ids"].clone(), inputs["attention_mask"].clone()  # [B, L]
+        lengths = attention_mask.sum(dim=1)
+        rows = torch.arange(input_ids.size(0), device=input_ids.device)
+        last = (lengths - 1).clamp(min=0)
+        targets = input_ids[rows, last]  # [B]
+        network = self.network
+        on_target = (network.action_behaviour[targets] == network.config.target_behaviour) & (
+            network.action_item[targets] > 0
+        )
+        real = (lengths > 1) & on_target
+        input_ids[rows, last] = self.config.pad_id
+        attention_mask[rows, last] = 0
+        scores = self._action_scores(input_ids, attention_mask)
+        return last_action_metrics(
+            scores, targets, real, first_item=self.config.n_special, no_action_id=self.config.no_action_id, k=k
+        )
+
+    def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics:
+        ranking = self.next_action_metrics(inputs, k=k)
+        return RankingMetrics(
+            hit_rate=ranking[f"hr@{k}"],
+            ndcg=ranking[f"ndcg@{k}"],
+            count=int(ranking["count"]),
+            no_action_share=ranking["no_action_share"],
+            targets=int(ranking["targets"]),
+        )
+
+    def hidden_states(self, inputs: Inputs) -> torch.Tensor:
+        """The backbone's last-layer states of the real steps, ``[B, L, H]``."""
+        inputs = self._on_device(inputs)
+        network = self.network
+        items, behaviours = network.split(inputs["input_ids"])
+        return network._encode(network._embed(items, behaviours), inputs["attention_mask"])[-1]
+
+    @torch.no_grad()
+    def embed(self, inputs: Inputs, pooling: str | None = None) -> torch.Tensor:
+        """Stage pretrain: pooled backbone states. Stage prompt: the user representation at the query step."""
+        if self.network.stage == PRETRAIN:
+            return super().embed(inputs, pooling)
+        inputs = self._on_device(inputs)
+        with self._eval_mode():
+            return self.network(inputs["input_ids"], inputs["attention_mask"]).user
+
+    def attentions(self, inputs: Inputs) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError("cpl4rec uses torch's fused encoder layers, which return no attention maps")
+
+
+SPLIT_FIELDS = ("action_item", "action_behaviour")
+MODEL_FIELDS = tuple(
+    f.name
+    for f in dataclasses.fields(Cpl4RecConfig)
+    if f.name not in (*SPLIT_FIELDS, "n_items", "n_behaviours", "target_behaviour", "n_attributes")
+)
+
+
+def _load_backbone(model: Cpl4RecModel, config: Cpl4RecEncoderConfig) -> None:
+    """Copy the backbone of the pretrain-stage encoder in ``config.backbone_dir`` into ``model`` (same split, sizes)."""
+    from custembed.encoders.registry import load_encoder
+
+    if not config.backbone_dir:
+        raise ValueError(
+            f"stage prompt needs backbone_dir (the train job sets it from the registered {config.backbone!r})"
+        )
+    backbone = load_encoder(config.backbone_dir)
+    if not isinstance(backbone, Cpl4RecEncoder) or backbone.config.stage != PRETRAIN:
+        raise ValueError(f"{config.backbone_dir} is not a pretrain-stage cpl4rec encoder")
+    for name in ARCHITECTURE:
+        if getattr(backbone.config, name) != getattr(config, name):
+            raise ValueError(
+                f"{name}={getattr(config, name)!r} differs from the backbone's {getattr(backbone.config, name)!r}"
+            )
+    source = backbone.network
+    if not (
+        torch.equal(source.action_item, model.action_item)
+        and torch.equal(source.action_behaviour, model.action_behaviour)
+    ):
+        raise ValueError(f"the backbone in {config.backbone_dir} was trained over another vocabulary")
+    weights = {k: v for k, v in source.state_dict().items() if k.split(".")[0] not in PROMPT_PARTS}
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    if unexpected or any(k.split(".")[0] not in PROMPT_PARTS for k in missing):
+        raise ValueError(f"backbone weights do not fit: missing {missing}, unexpected {unexpected}")

@@ -26,6 +26,7 @@ ENCODERS: Mapping[str, str] = MappingProxyType(
         "causal_lm": "custembed.encoders.causal_lm:CausalLmEncoder",
         "sasrec": "custembed.encoders.sasrec:SasRecEncoder",
         "coles": "custembed.encoders.coles:ColesEncoder",
+        "cpl4rec": "custembed.encoders.cpl4rec:Cpl4RecEncoder",
         "journeys_gpt2": "custembed.encoders.journeys_gpt2:JourneysGpt2Encoder",
         "journeys_lstm": "custembed.encoders.journeys_lstm:JourneysLstmEncoder",
     }

@@ -242,6 +242,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         notes.append(f"attention maps not available: {str(e).splitlines()[0]}")
     segments = lake.read_partition("segment_profiles", day).toPandas() if lake.exists("segment_profiles") else None
     nextitem = lake.read_partition("nextitem_metrics", day).toPandas() if lake.exists("nextitem_metrics") else None
+    adaptation = lake.read_partition("adaptation_stats", day).toPandas() if lake.exists("adaptation_stats") else None
     journey_metrics, journey_maps = journeys_data(spark, cfg, lake, day)
     data = ReportData(
         title="custembed: customer embeddings, propensity and lift",
@@ -259,6 +260,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         attention_labels=labels or None,
         segments=segments,
         nextitem=nextitem,
+        adaptation=adaptation,
         notes=notes + [f"projections coloured by buyers of {focus} in the test window"],
         journey_metrics=journey_metrics,
         journey_heatmaps=journey_maps,

@@ -158,8 +158,15 @@ def check_model(
         cls = encoder_class(settings.kind)
     except ValueError as e:
         raise ConfigError(f"{source}: {key}.kind: {e}") from e
-    # tokenizer_dir: learnt by the job on the training journeys (a placeholder until then)
-    from_data = {"vocab_size": vocab_size, "no_action_id": no_action_id, "tokenizer_dir": ""}
+    # tokenizer_dir: learnt by the job on the training journeys (a placeholder until then);
+    # vocabulary_file, backbone_dir (CPL4Rec): the run's vocabulary and the registered backbone, set by `run`
+    from_data = {
+        "vocab_size": vocab_size,
+        "no_action_id": no_action_id,
+        "tokenizer_dir": "",
+        "vocabulary_file": "",
+        "backbone_dir": "",
+    }
     for field_name in cls.data_fields:
         if field_name in settings.model:
             raise ConfigError(f"{source}: {key}.model.{field_name} is set from the data; remove it")
@@ -403,6 +410,18 @@ def already_registered(
     return summary
 
 
+def registered_backbone(cfg: Config, lake: Lake, name: str) -> str:
+    """URI of the registered version (``train.alias``) of the encoder ``name`` a prompt stage adapts."""
+    from custembed.tracking import tracking_for
+
+    if name not in cfg.train.encoders:
+        raise ConfigError(f"backbone {name!r} is not an encoder under train.encoders ({', '.join(cfg.train.encoders)})")
+    tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
+    uri, version = tracking.encoder_uri(name, cfg.train.alias, staging=lake.path("models"))
+    log.info("train: backbone %s version %s (%s)", name, version, uri)
+    return uri
+
+
 def run(
     spark: SparkSession,
     cfg: Config,
@@ -487,6 +506,8 @@ def run(
         read_files = sequences_files(sequences, run_date)
     # the registry (MLflow) name: the encoder's own in system A; per store (and transfer variant) in system B
     model_name = registry_name or encoder_name
+    if params.get("backbone"):  # CPL4Rec's prompt stage: the backbone entry's registered version, keyed to it
+        params["backbone_dir"] = training["backbone_dir"] = registered_backbone(cfg, lake, str(params["backbone"]))
     source = training_source(read_files, training)
     tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
     registered = registered_version(tracking, model_name, source["key"])
@@ -505,6 +526,9 @@ def run(
         params["tokenizer_dir"] = fit_tokenizer(
             data_dir, lakefs.join(work, "tokenizer"), params, extend=init_from if extend_vocabulary else None
         )
+    if "vocabulary_file" in params:  # CPL4Rec splits its ids by the run's vocabulary: written before training
+        params["vocabulary_file"] = lakefs.join(work, VOCABULARY_FILE)
+        lakefs.write_text(params["vocabulary_file"], vocabulary_json(catalogue))
     output_dir = lakefs.join(work, "encoder")
     # keyed to the source too: a changed sequences run or config never resumes another's MLflow run
     run_id, resumed = tracking.open_run(

@@ -139,7 +139,7 @@ def render_report(
         "projections": lambda: projections_section(data.projections, max_points=max_points, seed=seed),
         "attention": lambda: attention_section(data.attention, data.attention_labels, max_pairs=max_attention_pairs),
         "segments": lambda: segments_section(data.segments),
-        "next-item": lambda: nextitem_section(data.nextitem),
+        "next-item": lambda: nextitem_section(data.nextitem, data.adaptation),
         "journeys": lambda: journeys_body(data.journey_metrics, data.journey_heatmaps),
         "notes": lambda: notes_section(data.notes),
     }

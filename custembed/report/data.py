@@ -69,6 +69,9 @@ class ReportData:
             top_actions, buyers_share, silhouette, k, model), empty when nothing was segmented.
         nextitem: ``nextitem_metrics`` rows of the run date (model, protocol, protocol_name,
             metric, k, value, ci_low, ci_high, customers), empty when no next-item model was evaluated.
+        adaptation: ``adaptation_stats`` rows of the run date (model, variant, trainable_parameters,
+            total_parameters, trainable_share, train_seconds, steps, backbone, backbone_version), when
+            ``cpl4rec-ablations`` ran.
         notes: free-text lines shown at the end.
         journey_metrics: system B's ``journey_metrics`` rows of the date (``None``: none written).
         journey_heatmaps: (store, model) → ``[rows, cols]`` visits per cell (``model="real"``: held out).
@@ -89,6 +92,7 @@ class ReportData:
     attention_labels: Sequence[str] | None = None
     segments: pd.DataFrame | None = None
     nextitem: pd.DataFrame | None = None
+    adaptation: pd.DataFrame | None = None  # adaptation_stats rows of the date (cpl4rec-ablations)
     notes: Sequence[str] | None = None
     # system B: journey_metrics rows of the date, and (store, model) -> visits per 50 cm cell
     journey_metrics: pd.DataFrame | None = None
@@ -101,6 +105,7 @@ class ReportData:
         _check_frame("model_info", self.model_info, ("source",))
         _check_frame("segments", self.segments, ("model", "segment", "customers", "top_actions"))
         _check_frame("nextitem", self.nextitem, ("model", "protocol", "metric", "k", "value", "ci_low", "ci_high"))
+        _check_frame("adaptation", self.adaptation, ("model", "variant", "trainable_parameters", "total_parameters"))
         _check_projections(self.projections)
         _check_attention(self.attention, self.attention_labels)
 

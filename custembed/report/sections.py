@@ -506,10 +506,60 @@ def segments_section(segments: pd.DataFrame | None) -> str:
     return "".join(parts)
 
 
-def nextitem_section(nextitem: pd.DataFrame | None) -> str:
-    """HR@K and NDCG@K with their intervals per model and protocol (``evaluate-nextitem``)."""
+def nextitem_section(nextitem: pd.DataFrame | None, adaptation: pd.DataFrame | None = None) -> str:
+    """HR@K and NDCG@K with their intervals per model and protocol (``evaluate-nextitem``), then, when
+    ``cpl4rec-ablations`` ran, the parameter efficiency of CPL4Rec's adaptations (``adaptation_stats``)."""
     if nextitem is None or nextitem.empty:
         return not_available("no next-item evaluation for this date: run `custembed evaluate-nextitem`")
+    return _nextitem_tables(nextitem) + adaptation_table(adaptation, nextitem)
+
+
+def adaptation_table(adaptation: pd.DataFrame | None, nextitem: pd.DataFrame | None = None) -> str:
+    """One row per CPL4Rec adaptation variant: trainable and total parameters, time, and full-ranking HR@10."""
+    if adaptation is None or adaptation.empty:
+        return ""
+    head = [
+        [
+            cell(name, header=True)
+            for name in ("model", "variant", "trainable", "total", "share", "adaptation time", "steps", "HR@10 full")
+        ]
+    ]
+    body = []
+    for r in adaptation.sort_values("trainable_parameters").itertuples():
+        hr = MISSING
+        if nextitem is not None and not nextitem.empty:
+            hit = nextitem[
+                (nextitem["model"] == r.model)
+                & (nextitem["protocol"] == "full")
+                & (nextitem["metric"] == "hr")
+                & (nextitem["k"] == 10)
+            ]
+            hr = fmt(hit.iloc[0]["value"], 4) if len(hit) else MISSING
+        body.append(
+            (
+                [
+                    cell(str(r.model), header=True, scope="row"),
+                    cell(str(r.variant)),
+                    cell(fmt_parameters(r.trainable_parameters), numeric=True),
+                    cell(fmt_parameters(r.total_parameters), numeric=True),
+                    cell(f"{as_float(r.trainable_share):.1%}", numeric=True),
+                    cell(fmt_duration(r.train_seconds), numeric=True),
+                    cell(fmt_count(r.steps), numeric=True),
+                    cell(hr, numeric=True),
+                ],
+                "",
+            )
+        )
+    backbone = str(adaptation["backbone"].iloc[0])
+    caption = (
+        f"CPL4Rec adaptations of the backbone {backbone} (version {adaptation['backbone_version'].iloc[0]}): "
+        "parameters each trains (share of the network), the training loop's time and steps; finetune trains the "
+        "backbone too (the comparison prompt learning is measured against)."
+    )
+    return html_table(head, body, caption=caption)
+
+
+def _nextitem_tables(nextitem: pd.DataFrame) -> str:
     parts = []
     for protocol in in_order(nextitem["protocol"]):
         rows = nextitem[nextitem["protocol"] == protocol]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -90,9 +91,20 @@ def tiny_journeys_bpe_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return directory
 
 
+@pytest.fixture(scope="session")
+def tiny_vocabulary_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A run vocabulary of the 30 test actions, each buying its own item (CPL4Rec's id split comes from it)."""
+    from custembed.catalogue import N_SPECIAL
+
+    path = tmp_path_factory.mktemp("vocabulary") / "vocabulary.json"
+    actions = [["buying", word, f"buying {word}"] for word in ACTION_WORDS]
+    path.write_text(json.dumps({"catalogue": "tiny", "n_special": N_SPECIAL, "actions": actions}))
+    return path
+
+
 @pytest.fixture
 def make_encoder(
-    tiny_electra_dir: Path, tiny_llama_dir: Path, tiny_journeys_bpe_dir: Path
+    tiny_electra_dir: Path, tiny_llama_dir: Path, tiny_journeys_bpe_dir: Path, tiny_vocabulary_file: Path
 ) -> Callable[..., SequenceEncoder[Any]]:
     """Build a tiny encoder of any registered kind: ``make_encoder(kind, **overrides)``."""
 
@@ -113,6 +125,17 @@ def make_encoder(
                 "max_len": 16,
                 "min_view_len": 2,
                 "max_view_len": 8,
+            },
+            "cpl4rec": {
+                "vocab_size": BERT4REC_VOCAB,
+                "vocabulary_file": str(tiny_vocabulary_file),
+                "hidden_size": 32,
+                "num_layers": 2,
+                "num_heads": 2,
+                "max_len": 16,
+                "mask_prob": 0.15,
+                "num_prompts": 2,
+                "prompt_hidden": 32,
             },
             "sasrec": {"vocab_size": BERT4REC_VOCAB, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_len": 16},
             "mlm": {"checkpoint": str(tiny_electra_dir), "max_len": 16},

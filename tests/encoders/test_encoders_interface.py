@@ -52,9 +52,9 @@ def special_ids(encoder: SequenceEncoder[Any]) -> set[int]:
     return set(encoder.tokenizer.all_special_ids)
 
 
-def test_registry_holds_the_seven_kinds() -> None:
-    assert KINDS == ["bert4rec", "causal_lm", "coles", "journeys_gpt2", "journeys_lstm", "mlm", "sasrec"]
-    assert TOKEN_KINDS == ["bert4rec", "causal_lm", "journeys_gpt2", "journeys_lstm", "mlm", "sasrec"]
+def test_registry_holds_the_eight_kinds() -> None:
+    assert KINDS == ["bert4rec", "causal_lm", "coles", "cpl4rec", "journeys_gpt2", "journeys_lstm", "mlm", "sasrec"]
+    assert TOKEN_KINDS == ["bert4rec", "causal_lm", "cpl4rec", "journeys_gpt2", "journeys_lstm", "mlm", "sasrec"]
     assert all(cls.kind == kind for kind, cls in encoder_classes().items())
 
 
@@ -94,7 +94,7 @@ def test_output_shapes(kind: str, make_encoder: MakeEncoder, to_inputs: ToInputs
         assert loss.ndim == 0 and torch.isfinite(loss)
         loss.backward()
         return
-    if kind == "journeys_lstm":  # a recurrent language model
+    if kind in ("journeys_lstm", "cpl4rec"):  # a recurrent language model; torch's fused encoder layers
         with pytest.raises(NotImplementedError, match="no attention"):
             encoder.attentions(inputs)
         layers: tuple[torch.Tensor, ...] = ()

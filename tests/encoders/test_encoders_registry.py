@@ -22,6 +22,7 @@ SIBLINGS = {
     "custembed.encoders.hf_mlm",
     "custembed.encoders.causal_lm",
     "custembed.encoders.coles",
+    "custembed.encoders.cpl4rec",
     "custembed.encoders.journeys_gpt2",
     "custembed.encoders.journeys_lstm",
 }
@@ -63,7 +64,8 @@ def test_registry_round_trip() -> None:
 def test_unknown_kind_names_the_known_ones() -> None:
     with pytest.raises(
         ValueError,
-        match=r"'word2vec'.*\['bert4rec', 'causal_lm', 'coles', 'journeys_gpt2', 'journeys_lstm', 'mlm', 'sasrec'\]",
+        match=r"'word2vec'.*\['bert4rec', 'causal_lm', 'coles', 'cpl4rec', 'journeys_gpt2', 'journeys_lstm', 'mlm', "
+        r"'sasrec'\]",
     ):
         encoder_class("word2vec")
 
@@ -86,7 +88,7 @@ def test_ranking_metrics_hook(kind: str, make_encoder: MakeEncoder, to_inputs: T
     encoder = make_encoder(kind)
     inputs = to_inputs(encoder, [[1, 2, 3, 4], [5, 6, 7], [8, 9]])
     ranking = encoder.ranking_metrics(inputs, 5)
-    if kind not in ("bert4rec", "sasrec"):
+    if kind not in ("bert4rec", "sasrec", "cpl4rec"):
         assert ranking is None  # free-text and contrastive models rank no item catalogue
         return
     reference = encoder.next_action_metrics(inputs, k=5)

@@ -555,9 +555,15 @@ _TABLES: tuple[Table, ...] = (
             _c("store", "string"),
             _c("train_fraction", "double", "share of the store's training visits the model saw"),
             _c("metric", "string", "js_cells, js_purchase_zones, js_length, shelf_crossing_rate, out_of_store_rate"),
-            _c("value", "double", "JS divergences in bits (base 2, in [0, 1]); rates as shares"),
-            _c("ci_low", "double", "2.5 % point of the Poisson bootstrap over visits (JS only; null: no bootstrap)"),
-            _c("ci_high", "double", "97.5 % point of the same bootstrap"),
+            _c(
+                "value",
+                "double",
+                "JS divergences in bits (base 2, in [0, 1]), bias-corrected by the bootstrap when there is one; "
+                "rates as shares",
+            ),
+            _c("plugin_value", "double", "the JS of the two samples as measured (biased upward by finite samples)"),
+            _c("ci_low", "double", "basic 95 % interval of the Poisson bootstrap over visits (JS only; null: none)"),
+            _c("ci_high", "double", "upper end of the same interval"),
             _c("n_generated", "bigint", "generated journeys measured"),
             _c("n_real", "bigint", "held-out real journeys compared with"),
             _c("protocol", "string", "how the figure was measured (prompt, split, binning)"),

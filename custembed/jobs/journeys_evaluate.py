@@ -92,6 +92,7 @@ def _row(
         "train_fraction": float(fraction),
         "metric": metric,
         "value": float(value),
+        "plugin_value": float(value),
         "ci_low": None,
         "ci_high": None,
         "n_generated": int(n),
@@ -128,13 +129,13 @@ def category_arrays(length_bin: int) -> dict[str, Column]:
 
 def bootstrap_intervals(
     generated: DataFrame, real: DataFrame, *, replicates: int, seed: int, length_bin: int
-) -> dict[tuple[Any, ...], tuple[float, float]]:
-    """``(store, model, train_fraction, metric)`` → 2.5 % and 97.5 % points of the JS over replicates.
+) -> dict[tuple[Any, ...], tuple[float, float, float]]:
+    """``(store, model, train_fraction, metric)`` → 2.5 % point, 97.5 % point and mean of the JS over replicates.
 
     Computed in Spark (replicate histograms, a join per category, sums); only the
     intervals reach the driver.
     """
-    intervals: dict[tuple[Any, ...], tuple[float, float]] = {}
+    intervals: dict[tuple[Any, ...], tuple[float, float, float]] = {}
     for metric, hist in JS_METRICS.items():
         categories = category_arrays(length_bin)[hist]
         gen = frames.replicate_histograms(
@@ -144,10 +145,29 @@ def bootstrap_intervals(
             real, keys=(frames.STORE,), categories=categories, replicates=replicates, seed=seed
         )
         per_replicate = frames.replicate_js(gen, ref, gen_keys=GEN_KEYS)
-        bounds = per_replicate.groupBy(*GEN_KEYS).agg(F.percentile_approx("js", [0.025, 0.975], 10_000).alias("bounds"))
+        bounds = per_replicate.groupBy(*GEN_KEYS).agg(
+            F.percentile_approx("js", [0.025, 0.975], 10_000).alias("bounds"), F.avg("js").alias("mean")
+        )
         for row in bounds.collect():
-            intervals[(row[0], row[1], row[2], metric)] = (float(row["bounds"][0]), float(row["bounds"][1]))
+            low, high = float(row["bounds"][0]), float(row["bounds"][1])
+            intervals[(row[0], row[1], row[2], metric)] = (low, high, float(row["mean"]))
     return intervals
+
+
+def bias_corrected(plugin: float, low: float, high: float, mean: float) -> tuple[float, float, float]:
+    """The bootstrap's bias-corrected JS and its basic 95 % interval, within [0, 1].
+
+    A JS between two finite samples is biased upward (sampling noise alone makes two
+    histograms of one distribution differ), and the replicates, noisier still, sit above
+    the plug-in value: their percentile interval excludes it (measured on the demo: plug-in
+    0.042, replicates 0.055-0.070). The bootstrap estimates the bias as mean - plug-in, so
+    the estimate is 2 plug-in - mean and the basic interval 2 plug-in - [97.5 %, 2.5 %].
+    """
+
+    def clip(x: float) -> float:
+        return min(1.0, max(0.0, x))
+
+    return clip(2 * plugin - mean), clip(2 * plugin - high), clip(2 * plugin - low)
 
 
 def protocol_of(cfg: Config) -> str:
@@ -157,7 +177,8 @@ def protocol_of(cfg: Config) -> str:
         f"JS base 2 over whole journeys (prompt included); length bins of {e.length_bin} positions; "
         f"temperature {g.temperature}, top_k {g.top_k}, top_p {g.top_p}, seed {g.seed}"
         + (
-            f"; 95 % intervals: Poisson bootstrap over visits, {e.bootstrap} replicates, seed {e.seed}"
+            f"; JS bias-corrected by a Poisson bootstrap over visits ({e.bootstrap} replicates, seed {e.seed}: "
+            "2 x plug-in - replicate mean; plug-in in plugin_value) with basic 95 % intervals"
             if e.bootstrap
             else ""
         )
@@ -205,12 +226,14 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, with_rates: bool
             length_bin=bin_width,
         )
         for row in rows:
-            low, high = intervals.get((row["store"], row["model"], row["train_fraction"], row["metric"]), (None, None))
-            row.update(ci_low=low, ci_high=high)
+            found = intervals.get((row["store"], row["model"], row["train_fraction"], row["metric"]))
+            if found is not None:
+                value, low, high = bias_corrected(row["plugin_value"], *found)
+                row.update(value=value, ci_low=low, ci_high=high)
     metrics = spark.createDataFrame(
         rows,
-        schema="store string, model string, train_fraction double, metric string, "
-        "value double, ci_low double, ci_high double, n_generated long, n_real long, protocol string",
+        schema="store string, model string, train_fraction double, metric string, value double, "
+        "plugin_value double, ci_low double, ci_high double, n_generated long, n_real long, protocol string",
     )
     lake.write_partitions(metrics.withColumn(schemas.DT, F.lit(day)), "journey_metrics")
     table = summary_table(rows)

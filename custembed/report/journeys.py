@@ -140,8 +140,8 @@ def journeys_body(metrics: pd.DataFrame | None, heatmaps: Mapping[tuple[str, str
     if "protocol" in metrics.columns:
         parts.append(paragraph(f"Protocol: {metrics['protocol'].iloc[0]}"))
     parts.append(
-        "<h3>Jensen-Shannon divergence to held-out real journeys (bits, lower is better; "
-        "[95 % bootstrap interval] where measured)</h3>"
+        "<h3>Jensen-Shannon divergence to held-out real journeys (bits, lower is better; where a bootstrap "
+        "ran: bias-corrected, [basic 95 % interval])</h3>"
     )
     parts.append(_table(plain[plain["model"] != REAL], JS_METRICS, 5))
     parts.append("<h3>Generated steps crossing a shelf, positions outside the store</h3>")

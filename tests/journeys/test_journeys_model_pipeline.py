@@ -122,6 +122,7 @@ def test_train_generate_evaluate(spark: Any, lake_sets: list[str], in_process: N
     js_rows = [r for r in metrics if r["metric"].startswith("js_")]
     assert all(0.0 <= r["value"] <= 1.0 for r in js_rows)
     assert all(0.0 <= r["ci_low"] <= r["ci_high"] <= 1.0 for r in js_rows)  # bootstrap intervals
+    assert all(0.0 <= r["value"] <= 1.0 and r["plugin_value"] is not None for r in js_rows)
     assert "Poisson bootstrap" in result["protocol"]
     assert "base 2" in result["protocol"]
 

@@ -101,11 +101,10 @@ def bench_training(encoder: Any, texts: list[str], *, batch: int, steps: int, wa
     generator = torch.Generator().manual_seed(0)
     batches = [texts[i : i + batch] for i in range(0, len(texts) - batch + 1, batch)]
     prepared = [encoder.mask(encoder.inputs(texts=b), generator) for b in batches]
-    cursor = iter(range(10**9))
     counted: list[int] = []
 
-    def step() -> None:
-        inputs = prepared[next(cursor) % len(prepared)]
+    def step(i: int) -> None:  # every run takes the same batches: the same work
+        inputs = prepared[i % len(prepared)]
         loss = encoder.loss(inputs)
         optimizer.zero_grad()
         loss.backward()
@@ -113,10 +112,10 @@ def bench_training(encoder: Any, texts: list[str], *, batch: int, steps: int, wa
         counted.append(int(inputs["attention_mask"].sum()))
 
     encoder.model.train()
-    for _ in range(warmup):
-        step()
+    for i in range(warmup):
+        step(steps + i)
     counted.clear()
-    runs = timed(lambda: [step() for _ in range(steps)], repeat)
+    runs = timed(lambda: [step(i) for i in range(steps)], repeat)
     tokens_per_run = sum(counted) / repeat
     return {"runs": runs, "tokens_per_run": tokens_per_run, "sequences_per_run": steps * batch}
 

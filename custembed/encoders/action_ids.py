@@ -143,11 +143,4 @@ class ActionIdEncoder(SequenceEncoder[A]):
 
     def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics:
         """HR@k and NDCG@k of the held-out last action over action targets (:meth:`next_action_metrics`)."""
-        ranking = self.next_action_metrics(inputs, k=k)
-        return RankingMetrics(
-            hit_rate=ranking[f"hr@{k}"],
-            ndcg=ranking[f"ndcg@{k}"],
-            count=int(ranking["count"]),
-            no_action_share=ranking["no_action_share"],
-            targets=int(ranking["targets"]),
-        )
+        return RankingMetrics.from_metrics(self.next_action_metrics(inputs, k=k), k)

@@ -86,6 +86,18 @@ class RankingMetrics:
     no_action_share: float = 0.0
     targets: int = 0
 
+    @classmethod
+    def from_metrics(cls, metrics: Mapping[str, float], k: int) -> RankingMetrics:
+        """From the ``hr@k`` / ``ndcg@k`` / ``count`` / ``no_action_share`` / ``targets`` dict of
+        :func:`custembed.nextitem.last_action_metrics`."""
+        return cls(
+            hit_rate=metrics[f"hr@{k}"],
+            ndcg=metrics[f"ndcg@{k}"],
+            count=int(metrics["count"]),
+            no_action_share=metrics["no_action_share"],
+            targets=int(metrics["targets"]),
+        )
+
 
 class SequenceEncoder(abc.ABC, Generic[C]):
     """A trainable sequence model with the interface the training loop and the UDFs use.

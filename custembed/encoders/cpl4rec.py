@@ -717,14 +717,7 @@ class Cpl4RecEncoder(SequenceEncoder[Cpl4RecEncoderConfig]):
         )
 
     def ranking_metrics(self, inputs: Inputs, k: int) -> RankingMetrics:
-        ranking = self.next_action_metrics(inputs, k=k)
-        return RankingMetrics(
-            hit_rate=ranking[f"hr@{k}"],
-            ndcg=ranking[f"ndcg@{k}"],
-            count=int(ranking["count"]),
-            no_action_share=ranking["no_action_share"],
-            targets=int(ranking["targets"]),
-        )
+        return RankingMetrics.from_metrics(self.next_action_metrics(inputs, k=k), k)
 
     def hidden_states(self, inputs: Inputs) -> torch.Tensor:
         """The backbone's last-layer states of the real steps, ``[B, L, H]``."""

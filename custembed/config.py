@@ -67,6 +67,19 @@ class GenerateConfig:
 
 
 @dataclass(frozen=True)
+class DemoConfig:
+    input: str | None = field(
+        default=None,
+        metadata={"help": "null: generate the lake (generate:); else ingest this file (path or URI) as `format`"},
+    )
+    format: str = field(default="online-retail", metadata={"help": "ingest format of `input` (see custembed ingest)"})
+    encoders: list[str] = field(
+        default_factory=lambda: ["bert4rec", "coles", "electra"],
+        metadata={"help": "encoders the demo trains and compares (names under train.encoders)"},
+    )
+
+
+@dataclass(frozen=True)
 class LabelWindow:
     name: str
     start_offset_months: int = field(
@@ -443,6 +456,7 @@ class Config:
     project: ProjectConfig = ProjectConfig()
     spark: SparkConfig = SparkConfig()
     generate: GenerateConfig = GenerateConfig()
+    demo: DemoConfig = DemoConfig()
     sequences: SequencesConfig = SequencesConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()

@@ -1,6 +1,7 @@
 """``custembed demo``: the whole pipeline on the embedded default, in one local Spark session.
 
-generate → sequences → train BERT4Rec, CoLES and the fine-tuned LM (small budgets,
+generate (or, with ``demo.input`` set as in ``conf/retail.yaml``, ingest a public file)
+→ sequences → train BERT4Rec, CoLES and the fine-tuned LM (small budgets,
 ``conf/demo.yaml``) → embed (the encoders and the counts baseline) → score (with the
 linear-probe and k-NN probes and the +counts hybrids) → segment (k-means on the first
 encoder's embeddings) → report; prints the model
@@ -29,7 +30,7 @@ DEMO_CONF = "demo.yaml"
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequence[str]) -> dict[str, Any]:
     """Writes every table of the pipeline from a generated lake, trains ``encoders`` and writes the report."""
-    from custembed.jobs import embed, generate, report, score, segment, sequences, train
+    from custembed.jobs import embed, generate, ingest, report, score, segment, sequences, train
 
     timings: dict[str, float] = {}
     t_all = time.monotonic()
@@ -42,7 +43,14 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, encoders: Sequen
         print(f"   {name}: {timings[name]} s", flush=True)
         return result
 
-    step("generate", lambda: generate.run(spark, cfg, run_date=run_date))
+    if cfg.demo.input is None:
+        step("generate", lambda: generate.run(spark, cfg, run_date=run_date))
+    else:
+        source = cfg.demo.input
+        step(
+            f"ingest {cfg.demo.format}",
+            lambda: ingest.run(spark, cfg, fmt=cfg.demo.format, input_path=source, run_date=run_date),
+        )
     step_summary = step("sequences", lambda: sequences.run(spark, cfg, run_date=run_date, products=cfg.score.products))
     trained = {}
     for name in encoders:
@@ -82,8 +90,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--encoders",
         nargs="+",
-        default=["bert4rec", "coles", "electra"],
-        help="encoders to train (names under train.encoders; default bert4rec coles electra)",
+        default=None,
+        help="encoders to train (names under train.encoders; default: demo.encoders)",
     )
 
 
@@ -97,5 +105,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo",
         args,
         add_arguments,
-        lambda spark, cfg, ns, run_date: run(spark, cfg, run_date=run_date, encoders=ns.encoders),
+        lambda spark, cfg, ns, run_date: run(spark, cfg, run_date=run_date, encoders=ns.encoders or cfg.demo.encoders),
     )

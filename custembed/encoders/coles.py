@@ -74,6 +74,10 @@ class ColesConfig:
     views: int = field(default=5, metadata={"help": "Sub-sequences sampled per customer and batch (>= 2)."})
     min_view_len: int = field(default=10, metadata={"help": "Shortest sub-sequence (shorter customers: whole)."})
     max_view_len: int = field(default=60, metadata={"help": "Longest sub-sequence."})
+    recent_view_share: float = field(
+        default=0.0,
+        metadata={"help": "Share of views that end at the sequence's last token (recency-biased CoLES); 0: none."},
+    )
     margin: float = field(default=0.5, metadata={"help": "Distance beyond which negatives cost nothing (0, 2]."})
     neg_count: int = field(default=5, metadata={"help": "Hardest negatives per view in the loss."})
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the GRU input (and between layers)."})
@@ -101,6 +105,7 @@ class ColesConfig:
         if not 0 <= self.pad_id < self.n_special:
             raise ValueError(f"pad_id must be a special id below n_special={self.n_special}, got {self.pad_id!r}")
         check_fraction("dropout", self.dropout)
+        check_fraction("recent_view_share", self.recent_view_share)
         check_pooling(self.pooling)
 
 
@@ -191,13 +196,22 @@ def gru_config(config: ColesConfig) -> ColesGruConfig:
 
 # -- views ---------------------------------------------------------------------------
 def sample_views(
-    lengths: torch.Tensor, *, views: int, min_len: int, max_len: int, generator: torch.Generator
+    lengths: torch.Tensor,
+    *,
+    views: int,
+    min_len: int,
+    max_len: int,
+    generator: torch.Generator,
+    recent_share: float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Random contiguous slices: ``(starts, sizes)``, both ``[B, views]`` int64.
 
     A slice's size is uniform in ``[min_len, max_len]``, capped at the sequence's length
     (a sequence shorter than ``min_len`` gives itself whole); its start is uniform over
-    ``[0, length - size]``. ``lengths`` is ``[B]``, every entry >= 1.
+    ``[0, length - size]``, except that each view is, with probability ``recent_share``, a
+    suffix (it ends at the last token). Suffix views pull a customer's embedding, the state
+    after the last token, towards what the customer did lately. ``lengths`` is ``[B]``,
+    every entry >= 1.
     """
     draws = torch.rand((lengths.size(0), views, 2), generator=generator, device=generator.device)
     draws = draws.to(lengths.device)  # [B, V, 2]
@@ -206,6 +220,9 @@ def sample_views(
     sizes = torch.minimum(wanted, lengths.unsqueeze(1))  # [B, V]
     room = lengths.unsqueeze(1) - sizes + 1  # [B, V] possible starts
     starts = (draws[..., 1] * room).long().clamp(max=room - 1)  # [B, V]
+    if recent_share > 0.0:  # drawn only when asked, so the stream of the plain views is unchanged
+        recent = torch.rand((lengths.size(0), views), generator=generator, device=generator.device)
+        starts = torch.where(recent.to(lengths.device) < recent_share, room - 1, starts)
     return starts, sizes
 
 
@@ -308,6 +325,7 @@ class ColesEncoder(SequenceEncoder[ColesConfig]):
             min_len=min(config.min_view_len, self.max_len),
             max_len=min(config.max_view_len, self.max_len),
             generator=generator,
+            recent_share=config.recent_view_share,
         )
         views: Inputs = {
             "input_ids": gather_views(input_ids, starts, sizes, config.pad_id),

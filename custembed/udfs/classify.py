@@ -15,6 +15,7 @@ import functools
 import json
 import pickle
 import re
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -313,6 +314,11 @@ def fit_groups(
             source, product = (str(group[k].iloc[0]) for k in keys)  # keys: (source, product)
             path = model_uri(store, day, source, product, classifier)
             write_model(path, model)
+        seconds = time.perf_counter() - t0
+        named = "/".join(str(group[k].iloc[0]) for k in keys)
+        tuned = f", tuned ({trials} trials) validation AUC {validation_auc:.3f}" if validation_auc is not None else ""
+        # the worker's stderr: the driver's console in local mode, the executor's log on a cluster
+        print(f"fitted {named}/{classifier}: {len(group)} rows, {seconds:.1f} s{tuned}", file=sys.stderr, flush=True)
         row: dict[str, Any] = {k: [group[k].iloc[0]] for k in keys}
         row.update(
             {
@@ -320,7 +326,7 @@ def fit_groups(
                 "path": [path],
                 "bytes": [len(model)],
                 "train_rows": [len(group)],
-                "train_seconds": [time.perf_counter() - t0],
+                "train_seconds": [seconds],
                 "message": [message + note],
                 "params": [json.dumps(params, default=str, sort_keys=True) if params else None],
                 "validation_auc": [validation_auc],

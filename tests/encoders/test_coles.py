@@ -70,6 +70,20 @@ def test_views_are_seeded_slices_of_the_allowed_lengths() -> None:
     assert not torch.equal(starts, other[0])
 
 
+def test_recent_views_end_at_the_last_token_in_about_their_share() -> None:
+    lengths = torch.tensor([3, 40, 100, 100])
+    kwargs: dict[str, Any] = {"views": 400, "min_len": 5, "max_len": 20}
+    plain = sample_views(lengths, generator=torch.Generator().manual_seed(0), **kwargs)
+    starts, sizes = sample_views(lengths, generator=torch.Generator().manual_seed(0), recent_share=0.5, **kwargs)
+    assert torch.equal(sizes, plain[1])  # the sizes are those of the plain draw
+    at_end = (starts + sizes) == lengths.unsqueeze(1)
+    assert at_end[0].all()  # a short sequence is its own suffix
+    share = at_end[2:].float().mean().item()
+    assert 0.4 < share < 0.6, share  # plain views of a long sequence end at its last token rarely
+    moved = starts != plain[0]
+    assert torch.equal(moved, at_end & ~((plain[0] + plain[1]) == lengths.unsqueeze(1)))
+
+
 def test_mask_cuts_contiguous_views_with_their_gaps_and_labels_them_by_customer() -> None:
     encoder = coles()
     rng = random.Random(0)

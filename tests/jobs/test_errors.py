@@ -133,3 +133,20 @@ def test_sql_drop_is_refused_with_exit_two_and_table_kept(spark, lake_dir: Path,
     assert spark.catalog.tableExists("test_errors.keep_me")
     assert sql.main([*sets, "drop table keep_me", "--write"]) == 0
     assert not spark.catalog.tableExists("test_errors.keep_me")
+
+
+def test_demo_on_a_missing_input_file_names_it_and_generates_nothing(spark, lake_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    import datetime as dt
+
+    from custembed.config import load_config
+    from custembed.jobs import demo
+
+    missing = lake_dir / "online_retail.csv.gz"
+    cfg = load_config(
+        "retail.yaml",
+        sets=[f"project.lake_dir={lake_dir}", "project.database=test_errors", f"demo.input={missing}"],
+    )
+    spark.sql("create database if not exists test_errors")
+    with pytest.raises(InputError, match="online_retail.csv.gz"):
+        demo.run(spark, cfg, run_date=dt.date(2011, 12, 9), encoders=[])
+    assert not spark.catalog.tableExists("test_errors.events")  # the ingest path never falls back to generate

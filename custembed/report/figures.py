@@ -314,7 +314,7 @@ def training_curve_figure(
         for index, (key, label) in enumerate(others):
             series = curves[key]
             metric_axes.plot(
-                series.index, series.to_numpy(), marker="o", markersize=3, color=f"C{index + 2}", label=label
+                series.index, series.to_numpy(), marker="o", markersize=3, color=f"C{2 * index + 2}", label=label
             )
         if kept_step is not None:
             metric_axes.axvline(kept_step, color="0.3", linestyle=":", linewidth=1)

@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,8 +98,8 @@ def timed(what: str, run: Callable[[int], float], runs: int) -> float:
     return statistics.median(rates)
 
 
-def train_once(candidate: Candidate, data: Path, work: Path, threads: int) -> float:
-    """One epoch from scratch into ``work``; sequences/s of the training steps."""
+def train_run(candidate: Candidate, data: Path, work: Path, threads: int, index: int) -> float:
+    """One epoch from scratch into ``work/<index>``; sequences/s of the training steps."""
     import torch
 
     from custembed.training import TrainSpec, train
@@ -106,8 +107,8 @@ def train_once(candidate: Candidate, data: Path, work: Path, threads: int) -> fl
     torch.set_num_threads(threads)
     spec = TrainSpec(
         data_path=str(data),
-        output_dir=str(work / "out"),
-        checkpoint_dir=str(work / "ckpt"),  # a fresh directory: nothing to resume
+        output_dir=str(work / str(index) / "out"),
+        checkpoint_dir=str(work / str(index) / "ckpt"),  # a fresh directory: nothing to resume
         encoder_kind=candidate.kind,
         encoder_params=candidate.params,
         epochs=1,
@@ -120,8 +121,9 @@ def train_once(candidate: Candidate, data: Path, work: Path, threads: int) -> fl
     return float(train(spec)["sequences_per_s"])
 
 
-def embed_once(model_dir: Path, frame: pd.DataFrame, batch_size: int, threads: int) -> float:
-    """Customers/s per thread of embedding every row of ``frame`` (loading the encoder not timed)."""
+def embed_run(model_dir: Path, frame: pd.DataFrame, batch_size: int, threads: int, index: int) -> float:
+    """Customers/s per thread of embedding every row of ``frame`` (loading the encoder not timed);
+    ``index``, the run's number, changes nothing: every run embeds the same rows."""
     import torch
 
     from custembed.encoders import load_encoder
@@ -162,13 +164,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{candidate.name} ({candidate.kind}), {args.sequences} sequences", flush=True)
             training = timed(
                 "training seq",
-                lambda index, c=candidate: train_once(c, data, work / c.name / str(index), args.train_threads),
+                partial(train_run, candidate, data, work / candidate.name, args.train_threads),
                 args.runs,
             )
             model_dir = work / candidate.name / "0" / "out"  # the warm-up training's encoder
             embedding = timed(
                 "embedding customers per core",
-                lambda _, m=model_dir: embed_once(m, frame, args.embed_batch_size, args.embed_threads),
+                partial(embed_run, model_dir, frame, args.embed_batch_size, args.embed_threads),
                 args.runs,
             )
             rows.append((candidate, training, embedding))

@@ -2,7 +2,8 @@
 
 Reads only small things to the driver: the metric and lift tables (a few rows
 per product and source), a bounded, seeded sample of embeddings for the 2-D
-projections, run records, and a few dozen sequences for the attention maps.
+projections, run records, a few dozen sequences for the attention maps, and
+the MLflow metric history of each encoder's training run for its curves.
 """
 
 from __future__ import annotations

@@ -334,8 +334,9 @@ def training_curve_figure(
         caption += "The training recorded no kept weights and logged no validation loss."
     else:
         kept_text = f"step {int(kept_step):,}"
-        if val_loss is not None and kept_step in val_loss.index:
-            kept_text += f", validation loss {float(val_loss.loc[kept_step]):.4f}"
+        kept_loss = _loss_at(val_loss, kept_step)
+        if kept_loss is not None:
+            kept_text += f", validation loss {kept_loss:.4f}"
         how = "as the training recorded" if recorded else "the lowest validation loss (the training recorded no step)"
         caption += f"Star or dotted line: the weights kept, {kept_text}, {how}."
     return figure_html(
@@ -364,10 +365,11 @@ def _loss_curves(axes: Axes, curves: Mapping[str, pd.Series], kept_step: float |
     val_loss = curves.get("val_loss")
     if val_loss is not None:
         axes.plot(val_loss.index, val_loss.to_numpy(), color="C1", marker="o", markersize=3, label="validation loss")
-    if val_loss is not None and kept_step in val_loss.index:
+    kept_loss = _loss_at(val_loss, kept_step)
+    if kept_step is not None and kept_loss is not None:
         axes.plot(
             [kept_step],
-            [float(val_loss.loc[kept_step])],
+            [kept_loss],
             marker="*",
             markersize=13,
             color="C3",
@@ -381,3 +383,10 @@ def _loss_curves(axes: Axes, curves: Mapping[str, pd.Series], kept_step: float |
     axes.set_title("loss", fontsize="medium")
     axes.grid(alpha=0.3)
     axes.legend(fontsize="small")
+
+
+def _loss_at(val_loss: pd.Series | None, step: float | None) -> float | None:
+    """The validation loss logged at ``step``, if one was."""
+    if val_loss is None or step is None or int(step) not in val_loss.index:
+        return None
+    return float(val_loss.loc[int(step)])

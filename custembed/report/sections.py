@@ -432,7 +432,7 @@ def _kept_step(recorded: float, val_loss: pd.Series | None) -> tuple[float | Non
     if math.isfinite(as_float(recorded)):
         return float(recorded), True
     if val_loss is not None and len(val_loss):
-        return float(val_loss.idxmin()), False
+        return float(val_loss.index[int(np.argmin(val_loss.to_numpy()))]), False
     return None, False
 
 

@@ -153,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     logging.basicConfig(level=logging.WARNING)
     chosen = candidates(args.conf, args.encoders)
+    largest = max(candidate.batch_size for candidate in chosen)
+    if args.sequences < largest:
+        parser.error(f"--sequences {args.sequences} is below the largest configured batch size, {largest}")
     rows = []
     with tempfile.TemporaryDirectory(prefix="bench_encoders_") as tmp:
         work = Path(tmp)

@@ -21,7 +21,7 @@ pytest.importorskip("sklearn")
 from matplotlib import image as mpimg
 
 from custembed import lakefs
-from custembed.report import SECTIONS, ReportData, render_report
+from custembed.report import SECTIONS, ReportData, TrainingHistory, render_report
 
 SOURCES = ("bert4rec", "electra")
 PRODUCTS = ("water_purifier", "styler", "gram")
@@ -142,6 +142,28 @@ def _model_info() -> pd.DataFrame:
     )
 
 
+def _history(*, ranking: bool, steps_per_epoch: int = 10) -> pd.DataFrame:
+    """A fake MLflow history: the loss per step, validation after each of 4 epochs, best after the third."""
+    rows = [("train_loss", step, 5.0 / (1 + 0.05 * step)) for step in range(1, 4 * steps_per_epoch + 1)]
+    # a resumed run logs the step of its checkpoint again: the later value is the one that counts
+    rows.append(("val_loss", 3 * steps_per_epoch, 9.9))
+    for epoch, (loss, hit) in enumerate(((4.0, 0.2), (3.2, 0.3), (3.0, 0.35), (3.3, 0.33)), start=1):
+        rows.append(("val_loss", epoch * steps_per_epoch, loss))
+        rows += (
+            [("hr_at_10", epoch * steps_per_epoch, hit), ("ndcg_at_10", epoch * steps_per_epoch, hit / 2)]
+            if ranking
+            else [("val_accuracy", epoch * steps_per_epoch, hit)]
+        )
+    return pd.DataFrame(rows, columns=["metric", "step", "value"])
+
+
+def _training_histories() -> list[TrainingHistory]:
+    return [
+        TrainingHistory("bert4rec", _history(ranking=True), kept_step=30, origin="custembed-bert4rec version 2"),
+        TrainingHistory("electra", _history(ranking=False)),  # no kept step recorded
+    ]
+
+
 def _projections(rng: np.random.Generator) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     projections = {}
     for source, count in (("bert4rec", 160), ("electra", 90)):
@@ -180,6 +202,7 @@ def synthetic_report_data() -> ReportData:
         classifier_comparison=_classifier_comparison(),
         probes=_probes(),
         model_info=_model_info(),
+        training_histories=_training_histories(),
         projections=_projections(rng),
         attention=_attention(rng),
         attention_labels=BEHAVIOURS,
@@ -341,6 +364,7 @@ def test_images_are_non_blank_pngs_with_alt_text_and_captions(report_path: Path)
     expected = {
         "model-comparison": 1,  # lift bar chart
         "decile-lift": 1,  # small multiples, 3 products in one figure
+        "training-curves": len(SOURCES),
         "projections": len(SOURCES),
         "attention": 1 + ATTENTION_PAIRS_SHOWN,  # layer x head overview + the pairs shown
         "journeys": 2,  # transfer curve + the heat maps of the one store with them
@@ -398,6 +422,39 @@ def test_models_and_classifier_tables(report_path: Path) -> None:
     assert "<strong>0.800</strong>" in section and "<strong>6.88</strong>" in section  # random forest's AUC, lift
     assert "<strong>0.040</strong>" in section  # logistic regression's precision
     assert "<strong>0.710</strong>" not in section  # all classifiers tie on accuracy: nothing to highlight
+
+
+def test_training_curves_mark_the_kept_weights(report_path: Path) -> None:
+    text = _parse(report_path).text("training-curves")
+    assert "custembed-bert4rec version 2" in text
+    # the recorded step, with the value logged last for it (not the 9.9 a resumed run logged before)
+    assert "the weights kept, step 30, validation loss 3.0000, as the training recorded" in text
+    assert "the weights kept, step 30, validation loss 3.0000, the lowest validation loss" in text  # electra
+    assert "the 4 validations" in text and "not available" not in text
+
+
+def test_training_curves_say_in_one_line_when_there_is_no_history() -> None:
+    from custembed.report.sections import training_curves_section
+
+    page = training_curves_section(
+        [
+            TrainingHistory("bert4rec", _history(ranking=True), kept_step=30),
+            TrainingHistory("coles", pd.DataFrame(), missing="no MLflow run found"),
+            TrainingHistory("electra", _history(ranking=False).query("metric == 'val_accuracy'"), origin="run r1"),
+        ]
+    )
+    lines = re.findall(r'<p class="na">(.*?)</p>', page)
+    assert lines == [
+        "not available: coles: no MLflow run found",
+        "not available: electra: no train_loss or val_loss in the MLflow history of run r1",
+    ]
+    assert page.count("<img") == 1 and "<h3>bert4rec</h3>" in page
+    assert training_curves_section([]) == '<p class="na">not available: no training runs were given</p>'
+
+
+def test_training_history_without_its_columns_is_an_error() -> None:
+    with pytest.raises(ValueError, match=r"training_histories\['x'\].history lacks column.*step"):
+        TrainingHistory("x", pd.DataFrame({"metric": ["val_loss"], "value": [1.0]}))
 
 
 def test_segments_and_nextitem_tables(report_path: Path) -> None:
@@ -534,3 +591,41 @@ def test_model_comparison_names_the_protocol_and_shows_intervals_and_significanc
     )
     assert "paper's protocol" in lines[0]
     assert any(line.endswith("best") for line in lines) and any(line.endswith("-0.050] *") for line in lines)
+
+
+def test_training_history_reads_the_run_of_the_version_trained_that_day(tmp_path: Path) -> None:
+    pytest.importorskip("mlflow")
+    from custembed.jobs.report import training_history
+    from custembed.tracking import TAG_RUN_DATE, Tracking
+
+    tracking = Tracking(uri=f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="t", artifact_root=str(tmp_path / "a"))
+    encoder_dir = tmp_path / "encoder"
+    encoder_dir.mkdir()
+    (encoder_dir / "weights.bin").write_bytes(b"0")
+    history = _history(ranking=True)
+    run_id, _ = tracking.open_run("bert4rec/2023-07-31/k", {})
+    client = tracking.client()
+    for index, row in enumerate(history.itertuples(index=False)):  # the resumed run's 9.9 logged first
+        client.log_metric(run_id, row.metric, row.value, timestamp=1_000_000 + index, step=row.step)
+    client.log_metric(run_id, "lr", 1e-3, step=40)  # not a curve the report draws
+    tracking.finish_run(
+        run_id, {"weights_step": 30, "val_loss": 3.0}, str(encoder_dir), "bert4rec", tags={TAG_RUN_DATE: "2023-07-31"}
+    )
+
+    found = training_history(tracking, "bert4rec", "2023-07-31", "champion")
+    assert found.missing == "" and found.kept_step == 30
+    assert f"custembed-bert4rec version 1 (trained on 2023-07-31), MLflow run {run_id}" == found.origin
+    assert set(found.history["metric"]) == {"train_loss", "val_loss", "hr_at_10", "ndcg_at_10"}
+    val_loss = found.history[found.history["metric"] == "val_loss"]
+    assert val_loss["value"].tolist() == [9.9, 4.0, 3.2, 3.0, 3.3]  # in logging order
+    assert len(found.history) == len(history)
+
+    # another day, no alias given to the version: one reason, no history
+    other = training_history(tracking, "bert4rec", "2023-08-01", "champion")
+    assert other.history.empty
+    assert (
+        other.missing == "no version of custembed-bert4rec was trained on 2023-08-01 and none holds the alias champion"
+    )
+    assert training_history(tracking, "coles", "2023-07-31", "champion").missing.startswith(
+        "no version of custembed-coles"
+    )

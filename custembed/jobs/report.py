@@ -2,7 +2,8 @@
 
 Reads only small things to the driver: the metric and lift tables (a few rows
 per product and source), a bounded, seeded sample of embeddings for the 2-D
-projections, run records, and a few dozen sequences for the attention maps.
+projections, run records, a few dozen sequences for the attention maps, and
+the MLflow metric history of each encoder's training run for its curves.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import argparse
 import datetime as dt
 import json
 import logging
+import math
+import re
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -24,10 +27,19 @@ from custembed.config import Config
 from custembed.io import Lake
 from custembed.projections import sample_prefix, sample_sizes
 
+if TYPE_CHECKING:
+    from custembed.report import TrainingHistory
+    from custembed.tracking import Tracking
+
 log = logging.getLogger(__name__)
 
 PROJECTION_SAMPLE = 1500
 ATTENTION_SAMPLE = 48
+# The MLflow keys the training loop logs as curves (custembed.training.loop): the loss every step,
+# the validation figures after each epoch; ``weights_step`` comes back as ``final_weights_step``.
+CURVE_KEYS = ("train_loss", "val_loss", "val_accuracy")
+RANKING_CURVE_KEY = re.compile(r"(hr|ndcg)_at_\d+")
+KEPT_STEP_KEY = "final_weights_step"
 
 
 def _latest_details(lake: Lake, day: str, job: str) -> dict[str, Any]:
@@ -81,6 +93,72 @@ def model_info(lake: Lake, cfg: Config, day: str, sources: Sequence[str]) -> pd.
             }
         )
     return pd.DataFrame(rows)
+
+
+def trained_encoders(lake: Lake, cfg: Config, day: str, sources: Sequence[str]) -> list[str]:
+    """The configured encoders trained for the run: scored on ``day`` or trained on it (``train:<name>`` runs)."""
+    trained = {
+        row["job"]
+        for row in lake.read_partition("runs", day)
+        .where((F.col("status") == "succeeded") & F.col("job").startswith("train:"))
+        .select("job")
+        .distinct()
+        .collect()
+    }
+    return [name for name in cfg.train.encoders if name in sources or f"train:{name}" in trained]
+
+
+def training_history(tracking: Tracking, encoder_name: str, day: str, ref: str) -> TrainingHistory:
+    """The MLflow curves of the run that trained ``encoder_name``: the newest version trained on ``day``,
+    else the version ``ref`` (alias or number) names, the one embedded. Why not, when there is none."""
+    from custembed.report import TrainingHistory
+    from custembed.tracking import TAG_RUN_DATE
+
+    name = tracking.model_name(encoder_name)
+    versions = tracking.versions(encoder_name)
+    version = next((number for number, tags in versions if tags.get(TAG_RUN_DATE) == day), None)
+    how = f"trained on {day}"
+    if version is None:
+        version = ref if ref.isdigit() else tracking.alias_version(encoder_name, ref)
+        how = f"{ref}, none trained on {day}"
+    if version is None:
+        missing = f"no version of {name} was trained on {day} and none holds the alias {ref}"
+        return TrainingHistory(encoder_name, pd.DataFrame(), missing=missing)
+    client = tracking.client()
+    run_id = client.get_model_version(name, version).run_id
+    if not run_id:
+        return TrainingHistory(encoder_name, pd.DataFrame(), missing=f"{name} version {version} names no MLflow run")
+    logged = client.get_run(run_id).data.metrics
+    rows = [
+        (key, point.step, point.value)
+        for key in sorted(logged)
+        if key in CURVE_KEYS or RANKING_CURVE_KEY.fullmatch(key)
+        # in logging order: a resumed run's repeated steps come after the first ones
+        for point in sorted(client.get_metric_history(run_id, key), key=lambda point: point.timestamp)
+    ]
+    return TrainingHistory(
+        encoder_name,
+        pd.DataFrame(rows, columns=["metric", "step", "value"]),
+        kept_step=float(logged.get(KEPT_STEP_KEY, math.nan)),
+        origin=f"{name} version {version} ({how}), MLflow run {run_id}",
+    )
+
+
+def training_histories(cfg: Config, day: str, encoders: Sequence[str]) -> list[TrainingHistory]:
+    """:func:`training_history` of each encoder; a tracking store that cannot answer is the reason shown."""
+    from custembed.report import TrainingHistory
+    from custembed.tracking import tracking_for
+
+    histories = []
+    for name in encoders:
+        try:
+            tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
+            histories.append(training_history(tracking, name, day, cfg.embed.model_ref))
+        except Exception as e:  # noqa: BLE001 - the report shows what it can; MLflow raises many kinds
+            reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.warning("report: no training curves for %s (%s)", name, reason)
+            histories.append(TrainingHistory(name, pd.DataFrame(), missing=f"no MLflow history: {reason}"))
+    return histories
 
 
 def projection_sample(
@@ -188,7 +266,8 @@ def journeys_data(
 
 
 def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | None = None) -> dict[str, Any]:
-    """Reads model_metrics, decile_lift, runs, labels, embeddings, sequences; writes one HTML report file."""
+    """Reads model_metrics, decile_lift, runs, labels, embeddings, sequences and the MLflow training runs;
+    writes one HTML report file."""
     from custembed.comparison import probe_table
     from custembed.jobs.common import lake_from
     from custembed.report import ReportData, render_report
@@ -255,6 +334,7 @@ def run(spark: SparkSession, cfg: Config, *, run_date: dt.date, output: str | No
         classifier_comparison=table4.reset_index(drop=True),
         probes=probe_table(metrics, first=classifier),
         model_info=model_info(lake, cfg, day, sources),
+        training_histories=training_histories(cfg, day, trained_encoders(lake, cfg, day, sources)),
         projections=projections(lake, day, sources, focus, cfg.score.seed),
         attention=attention or None,
         attention_labels=labels or None,

@@ -30,6 +30,8 @@ Sections (each ``<section data-section="...">``):
   (the paper's Table 4).
 * ``models``: model size, training time, inference throughput, validation
   metrics.
+* ``training-curves``: per encoder trained for the run, training loss per step and the
+  validation figures per epoch from its MLflow run, the kept weights marked.
 * ``projections``: PCA, t-SNE and UMAP of an embedding sample per source,
   buyers vs non-buyers.
 * ``attention``: mean attention between behaviour types per layer and head,
@@ -52,6 +54,7 @@ from custembed.report.data import (
     METRIC_OPTIONAL_COLUMNS,
     MODEL_INFO_COLUMNS,
     ReportData,
+    TrainingHistory,
 )
 from custembed.report.journeys import journeys_body
 from custembed.report.markup import render_page
@@ -68,6 +71,7 @@ from custembed.report.sections import (
     segments_section,
     source_colors,
     summary_section,
+    training_curves_section,
 )
 
 __all__ = [
@@ -77,6 +81,7 @@ __all__ = [
     "MODEL_INFO_COLUMNS",
     "SECTIONS",
     "ReportData",
+    "TrainingHistory",
     "render_report",
 ]
 
@@ -89,6 +94,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("probes", "Representation probes"),
     ("classifier-comparison", "Classifier comparison"),
     ("models", "Models"),
+    ("training-curves", "Training curves"),
     ("projections", "Embedding projections"),
     ("attention", "Attention between behaviour types"),
     ("segments", "Customer segments"),
@@ -136,6 +142,7 @@ def render_report(
         "probes": lambda: probes_section(data.probes),
         "classifier-comparison": lambda: classifier_comparison_section(data.classifier_comparison),
         "models": lambda: models_section(data.model_info),
+        "training-curves": lambda: training_curves_section(data.training_histories),
         "projections": lambda: projections_section(data.projections, max_points=max_points, seed=seed),
         "attention": lambda: attention_section(data.attention, data.attention_labels, max_pairs=max_attention_pairs),
         "segments": lambda: segments_section(data.segments),

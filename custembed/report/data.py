@@ -36,6 +36,33 @@ MODEL_INFO_COLUMNS: tuple[str, ...] = (
     "hr_at_10",
     "ndcg_at_10",
 )
+# One row per logged point of a training run's MLflow metric history (``TrainingHistory.history``).
+HISTORY_COLUMNS: tuple[str, ...] = ("metric", "step", "value")
+
+
+@dataclass(frozen=True, eq=False)
+class TrainingHistory:
+    """The metric history of the MLflow run that trained one encoder version, or why there is none.
+
+    Attributes:
+        source: the encoder's name (``train.encoders``), as in the other sections.
+        history: one row per logged point, :data:`HISTORY_COLUMNS`: MLflow's metric key
+            (``train_loss`` every step; ``val_loss``, ``val_accuracy``, ``hr_at_10``… after each
+            epoch), the optimiser step and the value. Empty when ``missing`` says why.
+        kept_step: the step of the weights the training saved (its ``weights_step``); NaN when
+            not recorded, and the figure then marks the lowest validation loss, which the loop keeps.
+        origin: what the history is of, for the caption (e.g. "custembed-bert4rec version 3, run 1a2b…").
+        missing: why there is no history ("" when there is one).
+    """
+
+    source: str
+    history: pd.DataFrame
+    kept_step: float = float("nan")
+    origin: str = ""
+    missing: str = ""
+
+    def __post_init__(self) -> None:
+        _check_frame(f"training_histories[{self.source!r}].history", self.history, HISTORY_COLUMNS)
 
 
 @dataclass(frozen=True, eq=False)
@@ -61,6 +88,7 @@ class ReportData:
         probes: :func:`custembed.comparison.probe_table` of the run's metrics (mean AUC and
             lift per source and classifier), empty when no probes were fitted.
         model_info: one row per source: :data:`MODEL_INFO_COLUMNS` (NaN where unknown).
+        training_histories: one :class:`TrainingHistory` per encoder trained for the run.
         projections: per source, ``(embeddings [n, H] float, is_buyer [n] bool)``.
         attention: per state (e.g. "pre-trained", "fine-tuned", in that order) a mapping
             ``"layer L head H"`` -> ``[K, K]`` mean attention between behaviour types.
@@ -87,6 +115,7 @@ class ReportData:
     classifier_comparison: pd.DataFrame | None = None
     probes: pd.DataFrame | None = None
     model_info: pd.DataFrame | None = None
+    training_histories: Sequence[TrainingHistory] | None = None
     projections: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None
     attention: Mapping[str, Mapping[str, np.ndarray]] | None = None
     attention_labels: Sequence[str] | None = None

@@ -282,3 +282,111 @@ def annotate_cells(axes: Axes, values: np.ndarray, template: str, dark: Callable
                     fontsize=6.5,
                     color="white" if dark(value) else "black",
                 )
+
+
+# Validation figures other than the loss, in the order drawn, with their legend names.
+_VALIDATION_CURVES: tuple[tuple[str, str], ...] = (("val_accuracy", "validation accuracy"),)
+_RANKING_CURVE = re.compile(r"(hr|ndcg)_at_(\d+)")
+RUNNING_MEAN_FROM = 50  # train-loss points from which a running mean is drawn over the noisy per-step line
+
+
+def training_curve_figure(
+    source: str, curves: Mapping[str, pd.Series], kept_step: float | None, *, recorded: bool, origin: str
+) -> str:
+    """Training loss per step and validation figures per epoch of one encoder, the kept weights marked.
+
+    ``curves``: MLflow key -> values indexed by step (``train_loss``, ``val_loss``, ``val_accuracy``,
+    ``hr_at_<k>``, ``ndcg_at_<k>``); ``kept_step``: the step of the saved weights (None: unknown),
+    ``recorded`` when the training said so (else it is that of the lowest validation loss).
+    """
+    others = [(key, label) for key, label in _VALIDATION_CURVES if key in curves]
+    others += [
+        (key, f"{match.group(1).upper()}@{match.group(2)}")
+        for key in sorted(curves)
+        if (match := _RANKING_CURVE.fullmatch(key))
+    ]
+    figure = Figure(figsize=(4.2 * (2 if others else 1), 3.0), layout="constrained")
+    grid = figure.subplots(1, 2 if others else 1, squeeze=False)
+    loss_axes = grid[0, 0]
+    _loss_curves(loss_axes, curves, kept_step)
+    if others:
+        metric_axes = grid[0, 1]
+        for index, (key, label) in enumerate(others):
+            series = curves[key]
+            metric_axes.plot(
+                series.index, series.to_numpy(), marker="o", markersize=3, color=f"C{2 * index + 2}", label=label
+            )
+        if kept_step is not None:
+            metric_axes.axvline(kept_step, color="0.3", linestyle=":", linewidth=1)
+        metric_axes.set_xlabel("step")
+        metric_axes.set_title("validation (after each epoch)", fontsize="medium")
+        metric_axes.grid(alpha=0.3)
+        metric_axes.legend(fontsize="small")
+    val_loss = curves.get("val_loss")
+    validations = len(val_loss) if val_loss is not None else 0
+    caption = (
+        f"{source}: training loss per step and the {validations} validations (after each epoch and at the end)"
+        + (f", {origin}" if origin else "")
+        + ". "
+    )
+    if kept_step is None:
+        kept_text = "not known"
+        caption += "The training recorded no kept weights and logged no validation loss."
+    else:
+        kept_text = f"step {int(kept_step):,}"
+        kept_loss = _loss_at(val_loss, kept_step)
+        if kept_loss is not None:
+            kept_text += f", validation loss {kept_loss:.4f}"
+        how = "as the training recorded" if recorded else "the lowest validation loss (the training recorded no step)"
+        caption += f"Star or dotted line: the weights kept, {kept_text}, {how}."
+    return figure_html(
+        figure,
+        alt=f"Training and validation curves of {source} against the optimiser step, kept weights at {kept_text}",
+        caption=caption,
+    )
+
+
+def _loss_curves(axes: Axes, curves: Mapping[str, pd.Series], kept_step: float | None) -> None:
+    train = curves.get("train_loss")
+    if train is not None:
+        noisy = len(train) >= RUNNING_MEAN_FROM
+        axes.plot(
+            train.index,
+            train.to_numpy(),
+            color="C0",
+            linewidth=0.8,
+            alpha=0.35 if noisy else 1.0,
+            label="training loss (per step)",
+        )
+        if noisy:
+            window = max(5, len(train) // RUNNING_MEAN_FROM)
+            smooth = train.rolling(window, min_periods=1).mean()
+            axes.plot(smooth.index, smooth.to_numpy(), color="C0", linewidth=1.5, label=f"mean of {window} steps")
+    val_loss = curves.get("val_loss")
+    if val_loss is not None:
+        axes.plot(val_loss.index, val_loss.to_numpy(), color="C1", marker="o", markersize=3, label="validation loss")
+    kept_loss = _loss_at(val_loss, kept_step)
+    if kept_step is not None and kept_loss is not None:
+        axes.plot(
+            [kept_step],
+            [kept_loss],
+            marker="*",
+            markersize=13,
+            color="C3",
+            linestyle="none",
+            label="kept weights",
+        )
+    elif kept_step is not None:
+        axes.axvline(kept_step, color="C3", linestyle=":", linewidth=1.2, label="kept weights")
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title("loss", fontsize="medium")
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize="small")
+
+
+def _loss_at(val_loss: pd.Series | None, step: float | None) -> float | None:
+    """The validation loss logged at ``step``, if one was."""
+    if val_loss is None or step is None or int(step) not in val_loss.index:
+        return None
+    return float(val_loss.loc[int(step)])

@@ -12,13 +12,14 @@ import pandas as pd
 
 from custembed.comparison import model_comparison, protocol_name
 from custembed.projections import import_umap, project
-from custembed.report.data import ReportData
+from custembed.report.data import ReportData, TrainingHistory
 from custembed.report.figures import (
     attention_figure,
     attention_overview,
     decile_figures,
     lift_bar_chart,
     projection_figure,
+    training_curve_figure,
 )
 from custembed.report.markup import (
     MISSING,
@@ -393,6 +394,46 @@ def models_section(model_info: pd.DataFrame | None) -> str:
     if absent:
         parts.append(paragraph(f"Not recorded for any model: {', '.join(absent)}."))
     return "\n".join(parts)
+
+
+def training_curves_section(histories: Sequence[TrainingHistory] | None) -> str:
+    """Per encoder trained for the run: its training and validation curves, or one line saying why not."""
+    if not histories:
+        return not_available("no training runs were given")
+    parts = []
+    for item in histories:
+        curves = _curves(item.history)
+        if item.missing or not {"train_loss", "val_loss"} & set(curves):
+            reason = item.missing or f"no train_loss or val_loss in the MLflow history of {item.origin or 'its run'}"
+            parts.append(not_available(f"{item.source}: {reason}"))
+            continue
+        kept_step, recorded = _kept_step(item.kept_step, curves.get("val_loss"))
+        parts.append(f"<h3>{html.escape(item.source)}</h3>")
+        parts.append(training_curve_figure(item.source, curves, kept_step, recorded=recorded, origin=item.origin))
+    return "\n".join(parts)
+
+
+def _curves(history: pd.DataFrame) -> dict[str, pd.Series]:
+    """MLflow key -> values indexed by step, one per step: the last logged (a resumed run logs steps again)."""
+    if history.empty:
+        return {}
+    frame = history.assign(
+        step=pd.to_numeric(history["step"], errors="coerce"), value=pd.to_numeric(history["value"], errors="coerce")
+    ).dropna(subset=["step", "value"])
+    curves = {}
+    for key, rows in frame.groupby("metric", sort=False):
+        latest = rows.drop_duplicates("step", keep="last")
+        curves[str(key)] = pd.Series(latest["value"].to_numpy(float), index=latest["step"].astype("int64")).sort_index()
+    return curves
+
+
+def _kept_step(recorded: float, val_loss: pd.Series | None) -> tuple[float | None, bool]:
+    """(step of the kept weights, whether the training recorded it); else that of the lowest validation loss."""
+    if math.isfinite(as_float(recorded)):
+        return float(recorded), True
+    if val_loss is not None and len(val_loss):
+        return float(val_loss.index[int(np.argmin(val_loss.to_numpy()))]), False
+    return None, False
 
 
 def projections_section(

@@ -350,8 +350,10 @@ def run(
     )
     lake.write_partitions(embeddings, "embeddings")
     written = lake.read_partition("embeddings", day, source=source)
-    per_view = written.groupBy(schemas.VIEW).agg(F.count("*").alias("n")).collect()
-    counts = {r[schemas.VIEW]: int(r["n"]) for r in per_view}
+    per_view = {
+        r[schemas.VIEW]: int(r["n"]) for r in written.groupBy(schemas.VIEW).agg(F.count("*").alias("n")).collect()
+    }
+    counts = {v: per_view[v] for v in views if v in per_view}
     carried_counts = carried_per_view(carried_parts)
     embedded_counts = {v: n - carried_counts.get(v, 0) for v, n in counts.items()}
     for v in counts:

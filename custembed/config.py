@@ -189,6 +189,13 @@ class EmbedConfig:
     partitions: int = field(default=8, metadata={"help": "partitions of the sequences to embed (parallelism)"})
     pooling: str | None = field(default=None, metadata={"help": "mean, first, last; null: the encoder's default"})
     threads_per_worker: int = field(default=1, metadata={"help": "torch threads in each Python worker"})
+    incremental: bool = field(
+        default=True,
+        metadata={
+            "help": "copy the vector of a customer whose fingerprint (model and sequence inputs) equals the one "
+            "of the latest earlier run of the same source and view; embed only the others"
+        },
+    )
 
 
 @dataclass(frozen=True)

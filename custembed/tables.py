@@ -35,6 +35,7 @@ TOKENS = "tokens"
 TEXT = "text"
 GAPS = "gaps"
 VECTOR = "vector"
+FINGERPRINT = "fingerprint"
 SOURCE = "source"
 PRODUCT = "product"
 CLASSIFIER = "classifier"
@@ -412,6 +413,15 @@ _TABLES: tuple[Table, ...] = (
             _c("model_name", "string"),
             _c("model_version", "string"),
             _c(VECTOR, "array<float>"),
+            # added after the others so that older tables migrate by adding it (Lake.write_partitions)
+            _c(
+                FINGERPRINT,
+                "bigint",
+                "xxhash64 of what the vector depends on: the model (name, version, pooling; for counts the "
+                "catalogue and vocabulary size) and the customer's sequence columns the model reads; a later "
+                "run copies the vector of a customer whose fingerprint is unchanged (embed.incremental); "
+                "null in partitions written before it existed",
+            ),
             _c(DT, "string"),
             _c(VIEW, "string"),
             _c(SOURCE, "string"),

@@ -1,5 +1,10 @@
 """The scheduled job: sequences → embed (registered champions and the baseline) → score → report, per date.
 
+The embed stages are incremental (``embed.incremental``): a customer whose sequence and
+model are unchanged since the latest earlier run keeps that run's vector, so their cost
+follows the customers with new events; their ``runs`` rows and the summary say how many
+were carried over and how many embedded.
+
 Each stage records its outcome in ``runs`` (job ``nightly:<stage>``). A rerun
 for the same date skips stages that already succeeded for it and resumes from
 the first unfinished one (``--force`` reruns everything). Every table is
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -49,6 +55,13 @@ def succeeded_stages(lake: Lake, run_date: dt.date) -> set[str]:
         .collect()
     )
     return {r["job"].split(":", 1)[1] for r in rows}
+
+
+def stage_figures(outcome: Any) -> dict[str, Any]:
+    """What a stage's summary says beyond its time: an embed stage's customers carried over and embedded."""
+    if not isinstance(outcome, dict):
+        return {}
+    return {key: outcome[key] for key in ("carried_over", "embedded") if key in outcome}
 
 
 def stages(
@@ -93,7 +106,7 @@ def run(
         t0 = time.monotonic()
         log.info("nightly %s: stage %s", run_date, name)
         try:
-            stage(spark)
+            outcome = stage(spark)
         except Exception as e:
             record_run(
                 lake,
@@ -108,15 +121,16 @@ def run(
             log.error("nightly %s: stage %s crashed; a rerun resumes from this stage", run_date, name)
             raise
         seconds = round(time.monotonic() - t0, 1)
+        figures = stage_figures(outcome)
         record_run(
             lake,
             job=f"nightly:{name}",
             run_date=run_date,
             started=started,
             status="succeeded",
-            details=f'{{"seconds": {seconds}}}',
+            details=json.dumps({"seconds": seconds, **figures}),
         )
-        timings[name] = f"{seconds} s"
+        timings[name] = f"{seconds} s" + "".join(f"; {key} {value}" for key, value in figures.items())
     return {"run_date": run_date.isoformat(), "stages": timings}
 
 

@@ -61,12 +61,12 @@ def test_spark_and_pandas_readers_choose_the_same_customers(spark, lake_dir: Pat
     day, customers = "2023-07-31", [f"C{index:04d}" for index in range(80)]
     embeddings = spark.createDataFrame(
         [
-            (c, "m", "1", [float(i), float(i % 7)], day, view, "s")
+            (c, "m", "1", [float(i), float(i % 7)], None, day, view, "s")
             for i, c in enumerate(customers)
             for view in ("train", "current")
         ],
-        "customer_id string, model_name string, model_version string, vector array<float>, dt string, "
-        "view string, source string",
+        "customer_id string, model_name string, model_version string, vector array<float>, fingerprint bigint, "
+        "dt string, view string, source string",
     )
     labels = spark.createDataFrame(
         [

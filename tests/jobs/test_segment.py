@@ -69,6 +69,7 @@ def test_the_job_writes_segments_and_profiles_and_a_rerun_replaces_them(spark, l
             F.lit("counts").alias("model_name"),
             F.lit("1").alias("model_version"),
             "vector",
+            F.lit(None).cast("bigint").alias("fingerprint"),
             F.lit(DAY).alias("dt"),
             F.lit("current").alias("view"),
             F.lit("counts").alias("source"),

@@ -11,8 +11,10 @@ conf/actions.yaml, 36 months) as Parquet with pyarrow, then times
 * DuckDB: the same aggregation in SQL (join to the action table, DISTINCT
   rows, ordered lists of packed time/action values, month filling, truncation,
   text), written to Parquet;
-and prints events/s for both and the ratio Spark / DuckDB (best of ``--repeat``
-runs each, after one Spark warm-up run).
+and prints events/s for both and the ratio Spark / DuckDB (the median of ``--repeat``
+runs each, after one Spark warm-up run; every run is printed). With several sizes it also
+prints the per-event cost of the largest against the smallest, after subtracting a fixed
+start-up cost estimated from the two smallest sizes (the intercept of time against events).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import argparse
 import datetime as dt
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -155,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", nargs="+", type=float, default=[1e7], help="event counts (default 1e7)")
     parser.add_argument("--cores", type=int, default=2, help="Spark local[N] and DuckDB threads")
     parser.add_argument("--shuffle-partitions", type=int, default=None, help="default: 8 per 10 M events")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per engine; the best is reported")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per engine; the median is reported")
     parser.add_argument("--workdir", default=None, help="scratch directory (default: a temp dir)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
@@ -188,9 +191,10 @@ def main(argv: list[str] | None = None) -> int:
             customers = n // 80
         if not results:
             run_spark(spark, events, work / "warmup")  # JIT and class loading once
-        # best of --repeat runs for both engines: the machine is shared, the minimum is the repeatable figure
-        spark_s = min(run_spark(spark, events, work / f"spark_{n}") for _ in range(args.repeat))
-        duck_s = min(run_duckdb(events, work / f"duck_{n}.parquet", args.cores) for _ in range(args.repeat))
+        spark_runs = [run_spark(spark, events, work / f"spark_{n}") for _ in range(args.repeat)]
+        duck_runs = [run_duckdb(events, work / f"duck_{n}.parquet", args.cores) for _ in range(args.repeat)]
+        spark_s, duck_s = statistics.median(spark_runs), statistics.median(duck_runs)
+        print(f"  runs at {n:,} events: spark {_seconds(spark_runs)} s, duckdb {_seconds(duck_runs)} s", flush=True)
         spark_rows = spark.read.parquet(str(work / f"spark_{n}")).count()
         import duckdb
 
@@ -205,10 +209,22 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) > 1:
         (n0, s0, _), (n1, s1, _) = results[0], results[-1]
         print(f"spark time growth {n0:,} -> {n1:,} events: x{s1 / s0:.2f} for x{n1 / n0:.0f} data")
+        # fixed start-up cost: the intercept of the line through the two smallest sizes
+        (na, sa, _), (nb, sb, _) = results[0], results[1]
+        fixed = max(0.0, sa - (sb - sa) / (nb - na) * na)
+        per_small, per_large = (s0 - fixed) / n0, (s1 - fixed) / n1
+        print(
+            f"fixed cost {fixed:.1f} s; per-event cost {per_small * 1e9:.0f} ns at {n0:,}, "
+            f"{per_large * 1e9:.0f} ns at {n1:,}: ratio {per_large / per_small:.2f}"
+        )
     spark.stop()
     if not args.workdir:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+def _seconds(runs: list[float]) -> str:
+    return ", ".join(f"{r:.1f}" for r in runs)
 
 
 if __name__ == "__main__":

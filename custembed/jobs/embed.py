@@ -219,6 +219,22 @@ def feature_cutoff(sequences: DataFrame) -> str:
     return str(row["cutoff"])
 
 
+def eligible_encoder(
+    lake: Lake, cfg: Config, sequences: DataFrame, encoder_name: str, ref: str | None
+) -> tuple[str, str, str]:
+    """(URI, version, registry model name) of the registered encoder ``ref`` (default ``embed.model_ref``)
+    names, eligible for ``sequences``' feature cutoff (:func:`registered_encoder`), copied under the lake."""
+    tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
+    model_dir, version = registered_encoder(
+        tracking,
+        encoder_name,
+        ref or cfg.embed.model_ref,
+        feature_cutoff=feature_cutoff(sequences),
+        staging=lake.path("models"),
+    )
+    return model_dir, version, tracking.model_name(encoder_name)
+
+
 def embedding_model(
     lake: Lake,
     cfg: Config,
@@ -248,15 +264,7 @@ def embedding_model(
     if model_path:
         model_dir, version, model_name = model_path, "path", model_path
     else:
-        tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
-        model_dir, version = registered_encoder(
-            tracking,
-            source,
-            ref or cfg.embed.model_ref,
-            feature_cutoff=feature_cutoff(sequences),
-            staging=lake.path("models"),
-        )
-        model_name = tracking.model_name(source)
+        model_dir, version, model_name = eligible_encoder(lake, cfg, sequences, source, ref)
     settings = cfg.embed
     return EmbeddingModel(
         name=model_name,

@@ -63,22 +63,14 @@ def ranking_model(
     cfg: Config, lake: Lake, sequences: DataFrame, *, encoder: str, ref: str | None, model_path: str | None
 ) -> RankingModel:
     """The encoder ``--encoder`` (registry, eligible for the sequences' cutoff) or ``--model-path`` names."""
-    from custembed.jobs.embed import feature_cutoff, registered_encoder
-    from custembed.tracking import tracking_for
+    from custembed.jobs.embed import eligible_encoder
 
     if model_path:
         model_dir, version, name = lakefs.qualify(model_path), "path", model_path
     else:
         if encoder not in cfg.train.encoders:
             raise ConfigError(f"unknown encoder {encoder!r} (train.encoders: {', '.join(cfg.train.encoders)})")
-        tracking = tracking_for(cfg.tracking, cfg.project.lake_dir)
-        model_dir, version = registered_encoder(
-            tracking,
-            encoder,
-            ref or cfg.embed.model_ref,
-            feature_cutoff=feature_cutoff(sequences),
-            staging=lake.path("models"),
-        )
+        model_dir, version, _ = eligible_encoder(lake, cfg, sequences, encoder, ref)
         name = encoder
     vocabulary_file = lakefs.join(model_dir, VOCABULARY_FILE)
     if not lakefs.exists(vocabulary_file):

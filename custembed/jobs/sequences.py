@@ -302,19 +302,6 @@ def _raw_json(columns: Sequence[str]) -> Column:
     return F.to_json(F.struct(*[F.col(c) for c in columns]))
 
 
-def reject_rows(mapped: DataFrame, *, input_columns: Sequence[str], run_date: dt.date) -> DataFrame:
-    """Rows ``map_actions`` rejected, in the ``rejects`` schema (without duplicates)."""
-    return mapped.where(F.col(_REASON).isNotNull()).select(
-        F.col(_REASON).alias("reason"),
-        F.col(schemas.CUSTOMER_ID),
-        F.col(schemas.EVENT_TIME).cast("string").alias(schemas.EVENT_TIME),
-        F.col(schemas.EVENT_TYPE),
-        F.col(schemas.ITEM),
-        _raw_json(input_columns).alias("raw"),
-        F.lit(run_date.isoformat()).alias(schemas.DT),
-    )
-
-
 def _fingerprints(input_columns: Sequence[str]) -> tuple[Column, Column]:
     """A 96-bit fingerprint of a whole row: (xxhash64, murmur3) over every column with a null marker.
 
@@ -331,7 +318,7 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
 
     Output: ``customer_id``, ``_packed`` (array<bigint>, ascending: time then
     action id) and ``_dups`` (array of (``h1``, ``h2``, ``n``): the fingerprint
-    of an exact duplicate row and its surplus copies; see ``duplicate_rows``).
+    of an exact duplicate row and its surplus copies; see ``rejected_rows``).
 
     One narrow shuffle: each accepted row is reduced to (customer id, packed
     time/action, a 96-bit fingerprint of the whole row: xxhash64 and murmur3
@@ -360,26 +347,32 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
     )
 
 
-def duplicate_rows(
+def rejected_rows(
     timelines: DataFrame, mapped: DataFrame, *, input_columns: Sequence[str], run_date: dt.date
 ) -> DataFrame:
-    """Surplus copies of exact duplicates (every copy beyond the first), in the ``rejects`` schema.
+    """Every rejected row, in the ``rejects`` schema, from one more scan of ``mapped``.
 
-    The raw rows are fetched back from ``mapped`` by fingerprint: duplicates are
-    few, so this is a join with a small key set on the scan that also yields
-    the other rejects.
+    The rows ``map_actions`` gave a reason, and the surplus copies of exact duplicates
+    (every copy beyond the first): their fingerprints come from the timelines (``_dups``),
+    few, and are joined to the scan (Spark broadcasts them when they are small); a duplicate's
+    copies are ranked by their columns within their fingerprint and the first is left out.
+    Only the rows kept (rejected or a copy of a duplicate) reach the ranking's shuffle.
     """
     keys = (
         timelines.where(F.size("_dups") > 0)
         .select(schemas.CUSTOMER_ID, F.explode("_dups").alias("_d"))
-        .select(schemas.CUSTOMER_ID, F.col("_d.h1").alias("h1"), F.col("_d.h2").alias("h2"), F.col("_d.n").alias("_n"))
+        .select(schemas.CUSTOMER_ID, F.col("_d.h1").alias("h1"), F.col("_d.h2").alias("h2"), F.lit(True).alias("_dup"))
     )
-    candidates = mapped.where(F.col(_REASON).isNull()).select(*input_columns, *_fingerprints(input_columns))
-    copies = candidates.join(keys, [schemas.CUSTOMER_ID, "h1", "h2"])
+    rows = mapped.select(*input_columns, _REASON, *_fingerprints(input_columns))
+    # a key matches accepted rows only: the reason is a function of the row, so copies share it
+    flagged = rows.join(keys, [schemas.CUSTOMER_ID, "h1", "h2"], "left").where(
+        F.col(_REASON).isNotNull() | F.col("_dup").isNotNull()
+    )
     order = SparkWindow.partitionBy(schemas.CUSTOMER_ID, "h1", "h2").orderBy(*input_columns)
-    surplus = copies.withColumn("_rank", F.row_number().over(order)).where(F.col("_rank") > 1)
-    return surplus.select(
-        F.lit(DUPLICATE).alias("reason"),
+    copy = F.when(F.col("_dup").isNotNull(), F.row_number().over(order))
+    kept = flagged.withColumn("_copy", copy).where(F.col("_copy").isNull() | (F.col("_copy") > 1))
+    return kept.select(
+        F.coalesce(F.col(_REASON), F.lit(DUPLICATE)).alias("reason"),
         F.col(schemas.CUSTOMER_ID),
         F.col(schemas.EVENT_TIME).cast("string").alias(schemas.EVENT_TIME),
         F.col(schemas.EVENT_TYPE),
@@ -523,21 +516,24 @@ def build_labels(
         ]
     )
     customers = timelines.where(F.exists(_PACKED, lambda x: x < F.lit(bound)))
-    exploded = customers.select(schemas.CUSTOMER_ID, _PACKED, F.explode(cases).alias("_case"))
-    bought = F.exists(
-        _PACKED,
-        lambda x: (
-            (x >= F.col("_case.lo")) & (x < F.col("_case.hi")) & (x.bitwiseAND(F.lit(mask)) == F.col("_case.action"))
-        ),
-    )
-    return exploded.select(
-        schemas.CUSTOMER_ID,
-        F.col("_case.product").alias("product"),
-        F.col("_case.label_window").alias("label_window"),
-        F.col("_case.window_start").alias("window_start"),
-        F.col("_case.window_end").alias("window_end"),
-        bought.cast("int").alias("label"),
-    )
+
+    def labelled(case: Column) -> Column:
+        bought = F.exists(
+            _PACKED,
+            lambda x: (x >= case["lo"]) & (x < case["hi"]) & (x.bitwiseAND(F.lit(mask)) == case["action"]),
+        )
+        return F.struct(
+            case["product"].alias("product"),
+            case["label_window"].alias("label_window"),
+            case["window_start"].alias("window_start"),
+            case["window_end"].alias("window_end"),
+            bought.cast("int").alias("label"),
+        )
+
+    # each customer's labels are computed on its row and exploded after: exploding the cases first
+    # would copy the whole timeline into every (product, window) row
+    exploded = customers.select(schemas.CUSTOMER_ID, F.explode(F.transform(cases, labelled)).alias("_l"))
+    return exploded.select(schemas.CUSTOMER_ID, "_l.*")
 
 
 # -- job -----------------------------------------------------------------------------
@@ -601,9 +597,7 @@ def run(
         if windows and product_ids:
             labels = build_labels(timelines, cutoff=cutoff, windows=windows, products=product_ids)
             lake.write_partitions(labels.withColumn(schemas.DT, F.lit(run_date.isoformat())), "labels")
-        rejects = reject_rows(mapped, input_columns=input_columns, run_date=run_date).unionByName(
-            duplicate_rows(timelines, mapped, input_columns=input_columns, run_date=run_date)
-        )
+        rejects = rejected_rows(timelines, mapped, input_columns=input_columns, run_date=run_date)
         lake.write_partitions(rejects, "rejects")
         accepted = timelines.select(F.sum(F.size(_PACKED)).alias("n")).first()
     finally:

@@ -154,7 +154,9 @@ def test_events_after_the_cutoff_are_not_in_the_train_view(spark) -> None:
 def test_each_reject_reason(spark, row, reason) -> None:  # type: ignore[no-untyped-def]
     events = spark.createDataFrame([row, ("ok", ts("2023-01-01 00:00:00"), "BUY", "FRIDGE-01")], SCHEMA)
     mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
-    rejects = seq.reject_rows(mapped, input_columns=events.columns, run_date=RUN).select("reason").collect()
+    timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
+    rejects = seq.rejected_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
+    rejects = rejects.select("reason").collect()
     assert [r["reason"] for r in rejects] == [reason]
     accepted = mapped.where(F.col("_reject_reason").isNull()).select("_action_id").collect()
     assert [r["_action_id"] for r in accepted] == [BUY_FRIDGE]  # alias FRIDGE-01 -> fridge
@@ -182,7 +184,7 @@ def test_exact_duplicates_are_rejected_once_per_surplus_copy(spark) -> None:
     events = spark.createDataFrame(rows, SCHEMA)
     mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
     timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
-    dups = seq.duplicate_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
+    dups = seq.rejected_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
     assert (
         dups.select("reason", "customer_id", "item").collect()
         == [Row(reason="duplicate", customer_id="c1", item="tv")] * 2
@@ -376,7 +378,7 @@ def test_rows_differing_only_in_which_column_is_null_are_not_duplicates(spark) -
     events = spark.createDataFrame(rows, schema)
     mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
     timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
-    dups = seq.duplicate_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
+    dups = seq.rejected_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
     raw = [json.loads(r["raw"]) for r in dups.collect()]
     assert [(r.get("channel"), r.get("note")) for r in raw] == [(None, None)]
     assert timelines.select(F.size("_packed").alias("n")).collect() == [Row(n=3)]

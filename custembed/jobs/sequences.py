@@ -516,10 +516,14 @@ def build_labels(
         ]
     )
     customers = timelines.where(F.exists(_PACKED, lambda x: x < F.lit(bound)))
+    # the events inside any window, once: each case then looks at these few, not the whole timeline
+    lo = F.lit(min((_packed_bound(w.start) for w in windows), default=0))
+    hi = F.lit(max((_packed_bound(w.end + dt.timedelta(days=1)) for w in windows), default=0))
+    inside = customers.select(schemas.CUSTOMER_ID, F.filter(_PACKED, lambda x: (x >= lo) & (x < hi)).alias("_in"))
 
     def labelled(case: Column) -> Column:
         bought = F.exists(
-            _PACKED,
+            "_in",
             lambda x: (x >= case["lo"]) & (x < case["hi"]) & (x.bitwiseAND(F.lit(mask)) == case["action"]),
         )
         return F.struct(
@@ -532,7 +536,7 @@ def build_labels(
 
     # each customer's labels are computed on its row and exploded after: exploding the cases first
     # would copy the whole timeline into every (product, window) row
-    exploded = customers.select(schemas.CUSTOMER_ID, F.explode(F.transform(cases, labelled)).alias("_l"))
+    exploded = inside.select(schemas.CUSTOMER_ID, F.explode(F.transform(cases, labelled)).alias("_l"))
     return exploded.select(schemas.CUSTOMER_ID, "_l.*")
 
 

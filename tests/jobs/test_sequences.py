@@ -193,6 +193,31 @@ def test_exact_duplicates_are_rejected_once_per_surplus_copy(spark) -> None:
     assert sizes == [Row(n=3)]
 
 
+def test_rejected_rows_gives_every_reason_from_one_call(spark) -> None:  # type: ignore[no-untyped-def]
+    at = ts("2023-01-05 10:00:00")
+    rows = [
+        ("c1", at, "BUY", "tv"),
+        ("c1", at, "BUY", "tv"),  # a copy: the one duplicate
+        ("c2", at, "BUY", "toaster"),
+        ("c2", at, "BUY", "toaster"),  # copies of a rejected row keep their reason, both rejected
+        (None, at, "BUY", "tv"),
+        ("c3", at, "BUY", "fridge"),
+    ]
+    events = spark.createDataFrame(rows, SCHEMA)
+    mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN)
+    timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
+    rejects = seq.rejected_rows(timelines, mapped, input_columns=events.columns, run_date=RUN)
+    got = sorted((r["reason"], r["customer_id"]) for r in rejects.collect())
+    assert got == [
+        (seq.DUPLICATE, "c1"),
+        (seq.MISSING_CUSTOMER_ID, None),
+        (seq.UNKNOWN_ITEM, "c2"),
+        (seq.UNKNOWN_ITEM, "c2"),
+    ]
+    accepted = timelines.select(F.sum(F.size("_packed")).alias("n")).first()
+    assert accepted is not None and accepted["n"] + len(got) == len(rows)
+
+
 def test_labels_count_purchases_inside_each_window_only(spark) -> None:
     rows = [
         ("c1", ts("2023-01-10 10:00:00"), "ASK", "tv"),

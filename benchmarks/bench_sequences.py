@@ -167,9 +167,9 @@ def run_duckdb(events_path: Path, out: Path, threads: int) -> float:
 def run_job(events_path: Path, lake: Path, conf: str | None) -> dict[str, float]:
     """``custembed sequences`` on ``events_path`` into a fresh ``lake``, in its own process.
 
-    Returns the wall time, the job's own figure from its summary, the event-log totals
-    (shuffle written, spill, failed tasks, executors removed) and the peak RSS in bytes of
-    the largest process of the run (the JVM), sampled from ``/proc`` every 0.5 s.
+    Returns the wall time, the event-log totals (shuffle written, spill, failed tasks,
+    executors removed) and the peak RSS in bytes of the largest process of the run (the
+    JVM), sampled from ``/proc`` every 0.5 s.
     """
     shutil.rmtree(lake, ignore_errors=True)
     events_log = lake / "_spark_events"

@@ -38,12 +38,16 @@ PROMOTE_POLICIES = ("always", "if_better")
 _SERVED_SCHEMES = frozenset({"mlflow-artifacts", "runs", "models", "http", "https"})
 
 
-def promotion(policy: str, metrics: Mapping[str, Any], champion: str | None) -> tuple[bool, str]:
+def promotion(
+    policy: str, metrics: Mapping[str, Any], champion: str | None, *, metric: str = "val_loss"
+) -> tuple[bool, str]:
     """Whether a new version takes the alias, and why.
 
-    ``if_better``: only when its validation loss (masked-token loss on its held-out customers)
-    is not above that of the current alias holder (``champion``) on the same customers and
-    masks (``champion_val_loss``, computed by the training loop); ``always``: every version.
+    ``if_better``: only when its validation figure ``metric`` (the one its training's early
+    stopping followed: ``val_loss``, lower is better, or ``val_accuracy``/``hr@k``/``ndcg@k``,
+    higher is better) is not worse than that of the current alias holder (``champion``) on the
+    same held-out customers and masks (``champion_<metric>``, computed by the training loop);
+    ``always``: every version.
     """
     if policy not in PROMOTE_POLICIES:
         raise ValueError(f"promote policy must be one of {', '.join(PROMOTE_POLICIES)}, got {policy!r}")
@@ -51,12 +55,15 @@ def promotion(policy: str, metrics: Mapping[str, Any], champion: str | None) -> 
         return True, "promote policy is 'always'"
     if champion is None:
         return True, "no version holds the alias yet"
-    new, old = metrics.get("val_loss"), metrics.get("champion_val_loss")
+    new, old = metrics.get(metric), metrics.get(f"champion_{metric}")
     if new is None or old is None:
-        return False, f"no validation loss of both this version and version {champion} to compare (--promote to force)"
-    if new <= old:
-        return True, f"val_loss {new:.4f} <= {old:.4f} of version {champion} on the same held-out customers"
-    return False, f"val_loss {new:.4f} > {old:.4f} of version {champion} on the same held-out customers"
+        return False, f"no {metric} of both this version and version {champion} to compare (--promote to force)"
+    lower_is_better = metric == "val_loss"
+    if (new <= old) if lower_is_better else (new >= old):
+        sign = "<=" if lower_is_better else ">="
+        return True, f"{metric} {new:.4f} {sign} {old:.4f} of version {champion} on the same held-out customers"
+    sign = ">" if lower_is_better else "<"
+    return False, f"{metric} {new:.4f} {sign} {old:.4f} of version {champion} on the same held-out customers"
 
 
 def model_name(encoder_name: str, prefix: str = "custembed") -> str:

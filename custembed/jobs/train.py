@@ -577,7 +577,7 @@ def run(
         # what each id stood for, kept with the weights: rank/recommend map items through it
         lakefs.write_text(lakefs.join(output_dir, VOCABULARY_FILE), vocabulary_json(catalogue))
     version = tracking.finish_run(run_id, metrics, output_dir, model_name, tags=lineage)
-    promoted, why = promotion(promote or cfg.train.promote, metrics, champion)
+    promoted, why = promotion(promote or cfg.train.promote, metrics, champion, metric=settings.early_stopping_metric)
     tracking.record_promotion(model_name, version, cfg.train.alias, promoted=promoted, reason=why)
     log.info(
         "train %s: version %s %s alias %s: %s",

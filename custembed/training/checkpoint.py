@@ -40,9 +40,9 @@ class Position:
     step: int = 0
     epoch: int = 0
     batch_offset: int = 0  # next batch of `epoch` to train on
-    best_val_loss: float = math.inf  # early stopping's reference (moves by more than min_delta only)
+    best_monitored: float = math.inf  # early stopping's reference, as a loss (moves by more than min_delta only)
     bad_epochs: int = 0
-    kept_step: int = -1  # step of the epoch whose weights are kept (lowest validation loss), -1: none yet
+    kept_step: int = -1  # step of the epoch whose weights are kept (best monitored figure), -1: none yet
     kept_metrics: dict[str, float] = field(default_factory=dict)  # that epoch's validation figures
 
 
@@ -138,7 +138,10 @@ def resume(spec: TrainSpec, ctx: DistContext, state: TrainState) -> None:
             saved["world_size"],
             ctx.world_size,
         )
-    state.position = Position(**saved["position"])
+    position = dict(saved["position"])
+    if "best_val_loss" in position:  # checkpoints written before early stopping could follow other figures
+        position["best_monitored"] = position.pop("best_val_loss")
+    state.position = Position(**position)
     state.kept_weights = saved.get("kept_weights")
     log.info(
         "resuming from step %d (epoch %d, batch %d) of %s",

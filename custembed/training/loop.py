@@ -252,7 +252,7 @@ def train(spec: TrainSpec) -> dict[str, Any]:
     Returns the same metrics on every rank: ``train_loss`` (mean over the last epoch's
     steps of this run), ``val_loss``, ``val_accuracy``, ``hr@k``, ``ndcg@k`` (when held-out
     data exist and the encoder ranks items; all of the saved weights), ``weights_step``
-    (the step those weights are from), ``last_val_loss`` (when they are not the last),
+    (the step those weights are from), ``last_<early_stopping_metric>`` (when they are not the last),
     ``champion_<metric>`` (with ``compare_dir``), ``steps``, ``start_step``,
     ``epochs_completed``, ``stopped_early``, ``seconds``, ``sequences_per_s``,
     ``tokens_per_s``, ``world_size`` and ``weights_sha256`` (of the saved weights).
@@ -382,7 +382,7 @@ def _train_epochs(run: _Run) -> tuple[bool, dict[str, float]]:
         val_metrics, validated_at = _validate(spec, run.ctx, run.state.encoder, run.val_loader), position.step
         log.info("epoch %d done at step %d: %s", position.epoch, position.step, _fmt(val_metrics))
         run.sink.metrics([(position.step, val_metrics)])
-        _keep_if_best(run.state, val_metrics)
+        _keep_if_best(spec, run.state, val_metrics)
         position.epoch, position.batch_offset = position.epoch + 1, 0
         if _out_of_patience(spec, position, val_metrics):
             stopped_early = done_training = True
@@ -431,48 +431,51 @@ def _step(run: _Run, inputs: Inputs) -> torch.Tensor:
 
 def _out_of_patience(spec: TrainSpec, position: Position, val_metrics: Mapping[str, float]) -> bool:
     """Update the early-stopping state after an epoch; True when patience has run out."""
-    patience = spec.early_stopping_patience
-    if "val_loss" not in val_metrics or patience is None:
+    patience, value = spec.early_stopping_patience, spec.monitored(val_metrics)
+    if value is None or patience is None:
         return False
-    if val_metrics["val_loss"] < position.best_val_loss - spec.early_stopping_min_delta:
-        position.best_val_loss, position.bad_epochs = val_metrics["val_loss"], 0
+    if value < position.best_monitored - spec.early_stopping_min_delta:
+        position.best_monitored, position.bad_epochs = value, 0
     else:
         position.bad_epochs += 1
     if position.bad_epochs >= patience:
-        log.info("early stopping: no better validation loss for %d epochs", position.bad_epochs)
+        log.info("early stopping: no better %s for %d epochs", spec.early_stopping_metric, position.bad_epochs)
         return True
     return False
 
 
-def _keep_if_best(state: TrainState, val_metrics: Mapping[str, float]) -> None:
-    """After an epoch: keep a copy of the weights when their validation loss is the lowest so far."""
+def _keep_if_best(spec: TrainSpec, state: TrainState, val_metrics: Mapping[str, float]) -> None:
+    """After an epoch: keep a copy of the weights when their monitored validation figure is the best so far."""
     position = state.position
-    loss = val_metrics.get("val_loss")
-    if loss is None or loss >= position.kept_metrics.get("val_loss", float("inf")):
+    value, kept = spec.monitored(val_metrics), spec.monitored(position.kept_metrics)
+    if value is None or (kept is not None and value >= kept):
         return
     state.kept_weights = {k: v.detach().cpu().clone() for k, v in state.encoder.model.state_dict().items()}
     position.kept_step, position.kept_metrics = position.step, dict(val_metrics)
 
 
 def _choose_weights(run: _Run, last_metrics: Mapping[str, float]) -> tuple[int, dict[str, float]]:
-    """Load the kept epoch's weights unless the last ones validate as low; (step of the weights, their figures)."""
-    state, position = run.state, run.state.position
-    kept_loss, last_loss = position.kept_metrics.get("val_loss"), last_metrics.get("val_loss")
-    if state.kept_weights is None or kept_loss is None or position.kept_step == position.step:
+    """Load the kept epoch's weights unless the last ones validate as well; (step of the weights, their figures)."""
+    spec, state, position = run.spec, run.state, run.state.position
+    name = spec.early_stopping_metric
+    kept, last = spec.monitored(position.kept_metrics), spec.monitored(last_metrics)
+    if state.kept_weights is None or kept is None or position.kept_step == position.step:
         return position.step, dict(last_metrics)
-    if last_loss is not None and last_loss <= kept_loss:
+    if last is not None and last <= kept:
         return position.step, dict(last_metrics)
     state.encoder.model.load_state_dict(state.kept_weights)
     log.info(
-        "keeping the weights of step %d (val_loss %.4f), not those of the last step %d (val_loss %s)",
+        "keeping the weights of step %d (%s %.4f), not those of the last step %d (%s %s)",
         position.kept_step,
-        kept_loss,
+        name,
+        position.kept_metrics[name],
         position.step,
-        "n/a" if last_loss is None else f"{last_loss:.4f}",
+        name,
+        "n/a" if last is None else f"{last_metrics[name]:.4f}",
     )
     chosen = dict(position.kept_metrics)
-    if last_loss is not None:
-        chosen["last_val_loss"] = last_loss
+    if last is not None:
+        chosen[f"last_{name}"] = last_metrics[name]
     return position.kept_step, chosen
 
 

@@ -30,10 +30,17 @@ class TrainParams:
     val_pct: int = field(default=5, metadata={"help": "Percent of customers held out."})
     seed: int = field(default=0, metadata={"help": "Seed of weights, data order and masks."})
     early_stopping_patience: int | None = field(
-        default=None, metadata={"help": "Epochs without a better validation loss before stopping."}
+        default=None, metadata={"help": "Epochs without a better validation figure before stopping."}
     )
     early_stopping_min_delta: float = field(
-        default=0.0, metadata={"help": "Decrease of validation loss that counts as better."}
+        default=0.0, metadata={"help": "Change of the validation figure that counts as better."}
+    )
+    early_stopping_metric: str = field(
+        default="val_loss",
+        metadata={
+            "help": "The validation figure that early stopping and the kept weights follow: val_loss (lower is "
+            "better), or val_accuracy, hr@k, ndcg@k with k = metrics_k (higher is better)."
+        },
     )
     metrics_k: int = field(default=10, metadata={"help": "Cut-off k of HR@k and NDCG@k."})
     length_buckets: int = field(
@@ -61,6 +68,25 @@ class TrainParams:
             raise ValueError(f"length_buckets must be 0 (off) or positive, got {self.length_buckets}")
         if not 0 <= self.val_pct < 100:
             raise ValueError(f"val_pct must be in [0, 100), got {self.val_pct}")
+        if self.early_stopping_metric not in self.monitorable_metrics():
+            raise ValueError(
+                f"early_stopping_metric must be one of {', '.join(self.monitorable_metrics())}, "
+                f"got {self.early_stopping_metric!r}"
+            )
+
+    def monitorable_metrics(self) -> tuple[str, ...]:
+        """The validation figures early stopping can follow (hr and ndcg at ``metrics_k``)."""
+        return ("val_loss", "val_accuracy", f"hr@{self.metrics_k}", f"ndcg@{self.metrics_k}")
+
+    def monitored(self, metrics: Mapping[str, float]) -> float | None:
+        """``early_stopping_metric`` of ``metrics`` as a loss (lower is better), None when absent.
+
+        Figures where higher is better come negated, so one comparison serves them all.
+        """
+        value = metrics.get(self.early_stopping_metric)
+        if value is None:
+            return None
+        return float(value) if self.early_stopping_metric == "val_loss" else -float(value)
 
 
 def train_params(settings: TrainParams) -> dict[str, Any]:

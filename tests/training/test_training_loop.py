@@ -164,6 +164,35 @@ def test_early_stopping_ends_after_patience_epochs(tmp_path: Path, write_sequenc
     assert again["epochs_completed"] == 2
 
 
+def test_early_stopping_can_follow_a_ranking_figure(
+    tmp_path: Path, write_sequences: WriteSequences, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the validation loss rises after the first epoch while HR@10 keeps rising (what SASRec does on
+    # Video Games): following the loss keeps the first epoch's weights, following hr@10 the last
+    data = write_sequences(120)
+    batches = ParquetShardLoader(str(data), columns=("tokens",), batch_size=16, val_pct=20).local_num_batches()
+    shared = {"epochs": 3, "checkpoint_every": 1000, "early_stopping_patience": 2}
+    scripted_validation(monkeypatch, [1.0, 2.0, 3.0])
+    by_loss = train(make_spec(tmp_path / "loss", data, **shared))
+    assert by_loss["weights_step"] == batches and by_loss["last_val_loss"] == 3.0
+    assert by_loss["stopped_early"] and by_loss["epochs_completed"] == 3
+
+    scripted_validation(monkeypatch, [0.1, 0.2, 0.3], name="hr@10")
+    by_hr = train(make_spec(tmp_path / "hr", data, early_stopping_metric="hr@10", **shared))
+    assert by_hr["weights_step"] == by_hr["steps"] == 3 * batches and by_hr["hr@10"] == 0.3
+    assert not by_hr["stopped_early"]
+
+    scripted_validation(monkeypatch, [0.3, 0.2, 0.1], name="hr@10")
+    falling = train(make_spec(tmp_path / "falling", data, early_stopping_metric="hr@10", **shared))
+    assert falling["weights_step"] == batches and falling["hr@10"] == 0.3 and falling["last_hr@10"] == 0.1
+    assert falling["stopped_early"]
+
+
+def test_early_stopping_metric_must_be_a_validation_figure(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="early_stopping_metric must be one of val_loss, val_accuracy, hr@5"):
+        make_spec(tmp_path, tmp_path, metrics_k=5, early_stopping_metric="hr@10")
+
+
 def test_data_filter_reads_only_the_chosen_partition(tmp_path: Path, write_sequences: WriteSequences) -> None:
     data = write_sequences(100, partitions=("2024-01-01", "2024-02-01"))
     spec = make_spec(tmp_path, data, epochs=1, data_filter=(("dt", "=", "2024-02-01"),))
@@ -331,8 +360,9 @@ def test_two_gloo_ranks_end_with_identical_weights(
         assert sum(marker in line for line in lines) == 1, (marker, lines)
 
 
-def scripted_validation(monkeypatch: pytest.MonkeyPatch, losses: list[float]) -> list[int]:
-    """Replace the held-out loss of each validation by the next of ``losses``; returns the steps validated."""
+def scripted_validation(monkeypatch: pytest.MonkeyPatch, losses: list[float], name: str = "val_loss") -> list[int]:
+    """Replace the held-out figure ``name`` of each validation by the next of ``losses``; returns the steps
+    validated."""
     from custembed.training import loop
 
     real = getattr(loop._validate, "real", loop._validate)  # not an earlier script
@@ -341,7 +371,7 @@ def scripted_validation(monkeypatch: pytest.MonkeyPatch, losses: list[float]) ->
     def validate(spec: TrainSpec, ctx: Any, encoder: Any, loader: Any) -> dict[str, float]:
         metrics = real(spec, ctx, encoder, loader)
         validated.append(len(validated))
-        return {**metrics, "val_loss": losses.pop(0)}
+        return {**metrics, name: losses.pop(0)}
 
     validate.real = real  # type: ignore[attr-defined]
     monkeypatch.setattr(loop, "_validate", validate)

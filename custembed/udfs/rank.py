@@ -155,9 +155,11 @@ def leave_one_out_ranks(
     for chunk in _batches([len(tokens[i]) for i in usable], batch_size):
         rows = [usable[c] for c in chunk]
         gaps = _gaps_of(frame, rows)
-        scores = encoder.score_next(
-            [tokens[i][:-1] for i in rows], None if gaps is None else [g[:-1] for g in gaps]
-        ).float()  # [B, V]
+        scores = (
+            encoder.score_next([tokens[i][:-1] for i in rows], None if gaps is None else [g[:-1] for g in gaps])
+            .float()
+            .cpu()
+        )  # [B, V]; the ranks are counted on the CPU, whatever device scored
         targets = torch.as_tensor([tokens[i][-1] for i in rows], dtype=torch.long)  # [B]
         masked = scores.masked_fill(~torch.as_tensor(candidates), float("-inf"))
         target_scores = masked.gather(1, targets.unsqueeze(1))  # [B, 1]

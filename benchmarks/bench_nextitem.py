@@ -6,7 +6,7 @@
 Data: a ``user item`` file in time order (``../shared/data/amazon_video_games.txt`` by
 default), items numbered by frequency after the 3 special ids, each user's last two
 items held out as ``holdout_last: 2`` does. Models: SASRec and BERT4Rec with the sizes
-of ``conf/nextitem.yaml`` (hidden 64, 2 layers, max_len 50; BERT4Rec mask 0.6), plus
+of ``conf/nextitem.yaml`` (hidden 64, 2 layers, max_len 50; BERT4Rec mask 0.4), plus
 CPL4Rec when the encoder registry has it (its pre-training stage; behaviours: every
 item is ``buying`` in this file). All in this one process, with ``--threads`` torch
 threads each:
@@ -48,7 +48,7 @@ MODELS = {
         "num_heads": 2,
         "max_len": 50,
         "dropout": 0.1,
-        "mask_prob": 0.6,
+        "mask_prob": 0.4,
         "mask_last_prob": 0.1,
     },
 }

@@ -51,10 +51,11 @@ def _rank_table(histories: str, encoder_dir: str, behaviour: str, limit: int | N
 
     from custembed import lakefs
     from custembed.catalogue import VOCABULARY_FILE, StoredVocabulary
+    from custembed.encoders.base import META_FILE
 
     frame = ds.dataset(histories, format="parquet").to_table(columns=["customer_id", "tokens", "gaps"]).to_pandas()
     vocabulary = StoredVocabulary.from_json(lakefs.read_text(lakefs.join(encoder_dir, VOCABULARY_FILE)))
-    meta = json.loads(Path(encoder_dir, "custembed_encoder.json").read_text())
+    meta = json.loads(Path(encoder_dir, META_FILE).read_text())
     vocab_size = int(meta["config"]["vocab_size"])
     candidates = np.zeros(vocab_size, dtype=bool)
     candidates[list(vocabulary.item_ids(behaviour).values())] = True
@@ -84,13 +85,14 @@ def run_job(job: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     torch.set_num_threads(args.threads)
+    from custembed.encoders.base import META_FILE
     from custembed.training.loop import train
     from custembed.training.spec import TrainSpec
     from custembed.udfs.embed import load_cached
     from custembed.udfs.rank import leave_one_out_ranks
 
     kind, encoder_dir = job["kind"], args.encoder[job["kind"]]
-    params = json.loads(Path(encoder_dir, "custembed_encoder.json").read_text())["config"]
+    params = json.loads(Path(encoder_dir, META_FILE).read_text())["config"]
     params.update(job.get("model", {}))
     schedule = {**BASE_SCHEDULE, **job.get("train", {})}
     work = Path(args.work) / job["name"]

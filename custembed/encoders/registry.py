@@ -63,10 +63,23 @@ def load_encoder(path: str | Path) -> SequenceEncoder[Any]:
     downloaded to a local temporary directory first (Hugging Face loads from local directories).
     """
     uri = lakefs.qualify(path)
-    meta_uri = lakefs.join(uri, META_FILE)
+    meta = saved_meta(uri)
+    return encoder_class(meta["kind"]).load(Path(lakefs.get_dir(uri)), meta)
+
+
+def saved_meta(path: str | Path) -> dict[str, Any]:
+    """The ``custembed_encoder.json`` of the encoder saved in ``path`` (a local path or lake URI)."""
+    meta_uri = lakefs.join(lakefs.qualify(path), META_FILE)
     if not lakefs.isfile(meta_uri):
         raise ValueError(f"{path} is not a saved encoder: {META_FILE} is missing")
-    meta = json.loads(lakefs.read_text(meta_uri))
+    meta: dict[str, Any] = json.loads(lakefs.read_text(meta_uri))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{meta_uri} has format_version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
-    return encoder_class(meta["kind"]).load(Path(lakefs.get_dir(uri)), meta)
+    return meta
+
+
+def saved_input_columns(path: str | Path) -> tuple[str, ...]:
+    """The sequence columns the encoder saved in ``path`` reads, from its metadata alone (no weights loaded):
+    what a Spark job selects before shipping rows to the Python workers."""
+    meta = saved_meta(path)
+    return encoder_class(meta["kind"]).columns_read(bool(meta.get("config", {}).get("use_time_gaps", False)))

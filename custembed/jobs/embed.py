@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 BASELINE = "counts"
 VECTOR_SCHEMA = "customer_id string, vector array<float>"
-ENCODER_INPUTS = (TOKENS, TEXT, schemas.GAPS)  # what embed_sequences hands the encoder
+ENCODER_INPUTS = (TOKENS, TEXT, schemas.GAPS)  # every column an encoder may read (each reads some)
 BASELINE_INPUTS = (TOKENS,)  # what count_vectors reads
 # Part of every fingerprint: bump it when a vector comes to depend on more than its model key and
 # input columns (a change in how the counts or the pooling are computed), so that no vector is carried.
@@ -90,13 +90,20 @@ def embed_sequences(
     pooling: str | None,
     threads: int,
     keep: Sequence[str] = (),
+    partitions: int | None = None,
 ) -> DataFrame:
-    """(customer_id, tokens, text, gaps, *keep, ...) → (customer_id, vector, *keep) with the encoder saved in
-    ``model_dir``."""
+    """(customer_id, <the encoder's input columns>, *keep, ...) → (customer_id, vector, *keep) with the encoder
+    saved in ``model_dir``, over ``partitions`` partitions (a shuffle; default: as they come).
+
+    Only the columns the encoder reads (``saved_input_columns``) are selected, before the shuffle:
+    BERT4Rec's rows do not carry the ``text`` column, the widest, to the Python workers."""
+    from custembed.encoders import saved_input_columns
     from custembed.udfs.embed import embed_partitions
 
     fn = embed_partitions(model_dir, batch_size=batch_size, pooling=pooling, threads=threads)
-    rows = sequences.select(schemas.CUSTOMER_ID, *ENCODER_INPUTS, *keep)
+    rows = sequences.select(schemas.CUSTOMER_ID, *saved_input_columns(model_dir), *keep)
+    if partitions:
+        rows = rows.repartition(partitions)
     if not keep:
         return rows.mapInPandas(fn, VECTOR_SCHEMA)
     return rows.mapInPandas(keeping_columns(fn, keep), _vector_schema(rows, keep))
@@ -265,20 +272,23 @@ def embedding_model(
         model_dir, version, model_name = model_path, "path", model_path
     else:
         model_dir, version, model_name = eligible_encoder(lake, cfg, sequences, source, ref)
+    from custembed.encoders import saved_input_columns
+
     settings = cfg.embed
     return EmbeddingModel(
         name=model_name,
         version=str(version),
         # a registered version never changes; a --model-path directory is trusted not to be rewritten in place
         key=f"{model_name}:{version}:pooling={settings.pooling}",
-        inputs=ENCODER_INPUTS,
+        inputs=saved_input_columns(model_dir),
         vectors=lambda rows: embed_sequences(
-            rows.repartition(settings.partitions),
+            rows,
             model_dir=model_dir,
             batch_size=settings.batch_size,
             pooling=settings.pooling,
             threads=settings.threads_per_worker or 1,
             keep=(FINGERPRINT,),
+            partitions=settings.partitions,
         ),
     )
 

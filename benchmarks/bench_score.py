@@ -15,14 +15,21 @@ SparkSession (fresh Python workers, so their peak memory is their own):
 * broadcast (the peer, what the job did before): every model's bytes collected to the
   driver and broadcast to every worker, which unpickles each model it meets and keeps them.
 
-Printed per variant: rows/s, the median of 3 timed runs after one warm-up run (all 3 shown;
-the warm-up starts the Python workers), the model bytes the driver held, and the
-peak resident memory (VmHWM) of the driver's Python process and of the largest Python worker.
+Printed per variant, as soon as it is measured: rows/s, the median of 3 timed runs after one
+warm-up run (all 3 shown; the warm-up starts the Python workers), the model bytes the driver
+held, and the peak resident memory (VmHWM) of the driver's Python process and of the largest
+Python worker. A variant that fails (the broadcast peer runs out of driver heap once the models
+outgrow it: 16 forests on 140,000 rows, 748 MiB, at Spark's default 1 GiB) is reported as
+failed with its error's first line, and the other still runs.
+
+``--models DIR`` keeps the fitted models (and their manifest) in ``DIR`` and reuses them when
+it already holds them: fitting 16 forests on 140,000 rows takes about 26 minutes on 2 cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import pickle
 import statistics
@@ -49,11 +56,12 @@ def peak_rss_mib() -> float:
     return float("nan")
 
 
-def session(cores: int):  # type: ignore[no-untyped-def]
+def session(cores: int, driver_memory: str = "1g"):  # type: ignore[no-untyped-def]
     from pyspark.sql import SparkSession
 
     spark = (
         SparkSession.builder.master(f"local[{cores}]")
+        .config("spark.driver.memory", driver_memory)
         .config("spark.ui.enabled", "false")
         .config("spark.sql.shuffle.partitions", str(cores * 4))
         .config("spark.python.worker.reuse", "true")
@@ -155,65 +163,114 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train-rows", type=int, default=20_000, help="balanced training rows per model")
     parser.add_argument("--classifier", default="random_forest")
     parser.add_argument("--cores", type=int, default=2)
+    parser.add_argument("--driver-memory", default="1g", help="the driver's JVM heap (Spark's default: 1g)")
+    parser.add_argument("--models", help="directory to keep the fitted models in and reuse them from")
     args = parser.parse_args(argv)
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
-    from custembed import lakefs
-    from custembed.jobs.score import apply_models, fit_models, task_frame
-
     models = args.products * args.sources
     n = args.customers * models
-    results = {}
-    with tempfile.TemporaryDirectory(prefix="bench_score_") as tmp:
-        store = Path(tmp, "models").as_uri()
-        spark = session(args.cores)
-        tasks = [(f"s{s}", f"p{p}", args.classifier) for s in range(args.sources) for p in range(args.products)]
-        t0 = time.perf_counter()
-        manifest = fit_models(
-            training_rows(spark, args), task_frame(spark, tasks), seed=0, class_weight=False, store=store, day="bench"
-        ).collect()
-        fit_seconds = time.perf_counter() - t0
-        paths = {(r["source"], r["product"], r["classifier"]): r["path"] for r in manifest}
-        sizes = [r["bytes"] for r in manifest]
-        print(
-            f"fitted {len(manifest)} {args.classifier} models on {args.train_rows:,} rows each in {fit_seconds:.0f} s;"
-            f" stored {sum(sizes) / 2**20:.1f} MiB (largest {max(sizes) / 2**20:.1f} MiB)",
-            flush=True,
-        )
-        spark.stop()
+    results: dict[str, tuple[float, int, float, float] | str] = {}
+    from py4j.protocol import Py4JJavaError
+    from pyspark.errors import PySparkException
 
+    with tempfile.TemporaryDirectory(prefix="bench_score_") as tmp:
+        paths = fitted_models(args, Path(args.models) if args.models else Path(tmp, "models"))
         for variant in ("store", "broadcast"):
-            spark = session(args.cores)
-            rows = scoring_rows(spark, args, args.classifier)
-            rows.count()
-            held = 0
-            if variant == "store":
-                scored = apply_models(rows, paths)
-            else:
-                blobs = {key: lakefs.open_input(path).read() for key, path in paths.items()}
-                held = sum(len(b) for b in blobs.values())
-                scored = broadcast_scoring(rows, blobs)
-            rates = timed_rates(scored, n)
-            rate = statistics.median(rates)
-            results[variant] = (rate, held, peak_rss_mib(), worker_peak_mib(spark, args.cores))
-            del scored
-            spark.stop()
-            runs = ", ".join(f"{r:,.0f}" for r in rates)
-            print(f"{variant}: median {rate:,.0f} rows/s of 3 runs ({runs})", flush=True)
+            spark = session(args.cores, args.driver_memory)
+            try:
+                results[variant] = score_variant(spark, variant, args, paths, n)
+            except (Py4JJavaError, PySparkException) as e:  # the peer may fail (driver heap): report it
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                heap = "OutOfMemoryError" if "OutOfMemoryError" in str(e) else first[:160]
+                results[variant] = heap
+                print(f"{variant}: failed ({heap})", flush=True)
+            finally:
+                spark.stop()
 
     print(
         f"\nscoring {args.customers:,} customers x {args.products} products x {args.sources} sources = {n:,} rows, "
-        f"{args.classifier}, {args.cores} cores"
+        f"{args.classifier} on {args.train_rows:,} rows, {args.cores} cores, driver heap {args.driver_memory}"
     )
     print(
         f"{'variant':<10} {'median rows/s':>13} {'driver-held model MiB':>22} "
         f"{'driver peak MiB':>16} {'worker peak MiB':>16}"
     )
-    for variant, (rate, held, driver, worker) in results.items():
+    for variant, result in results.items():
+        if isinstance(result, str):
+            print(f"{variant:<10} failed: {result}")
+            continue
+        rate, held, driver, worker = result
         print(f"{variant:<10} {rate:>13,.0f} {held / 2**20:>22.1f} {driver:>16.0f} {worker:>16.0f}")
     store, peer = results["store"], results["broadcast"]
-    print(f"store/broadcast: rows/s {store[0] / peer[0]:.2f}x, worker peak {store[3] / peer[3]:.2f}x")
+    if not isinstance(store, str) and not isinstance(peer, str):
+        print(f"store/broadcast: rows/s {store[0] / peer[0]:.2f}x, worker peak {store[3] / peer[3]:.2f}x")
     return 0
+
+
+def fitted_models(args: argparse.Namespace, store_dir: Path) -> dict[tuple[str, str, str], str]:
+    """Fit every (source, product) model into ``store_dir`` with the job's ``fit_models``, or reuse
+    the models a previous run of the same settings left there; returns their paths."""
+    from custembed.jobs.score import fit_models, task_frame
+
+    settings = {k: getattr(args, k) for k in ("products", "sources", "dim", "train_rows", "classifier")}
+    store_dir.mkdir(parents=True, exist_ok=True)
+    manifest_file = store_dir / "bench_manifest.json"
+    if manifest_file.exists():
+        saved = json.loads(manifest_file.read_text())
+        if saved["settings"] == settings:
+            print(f"reusing the {len(saved['models'])} models in {store_dir}", flush=True)
+            return {tuple(m["key"]): m["path"] for m in saved["models"]}  # type: ignore[misc]
+    spark = session(args.cores, args.driver_memory)
+    tasks = [(f"s{s}", f"p{p}", args.classifier) for s in range(args.sources) for p in range(args.products)]
+    t0 = time.perf_counter()
+    manifest = fit_models(
+        training_rows(spark, args),
+        task_frame(spark, tasks),
+        seed=0,
+        class_weight=False,
+        store=store_dir.as_uri(),
+        day="bench",
+    ).collect()
+    fit_seconds = time.perf_counter() - t0
+    spark.stop()
+    sizes = [r["bytes"] for r in manifest]
+    print(
+        f"fitted {len(manifest)} {args.classifier} models on {args.train_rows:,} rows each in {fit_seconds:.0f} s;"
+        f" stored {sum(sizes) / 2**20:.1f} MiB (largest {max(sizes) / 2**20:.1f} MiB)",
+        flush=True,
+    )
+    models = [{"key": [r["source"], r["product"], r["classifier"]], "path": r["path"]} for r in manifest]
+    manifest_file.write_text(json.dumps({"settings": settings, "models": models}))
+    return {(r["source"], r["product"], r["classifier"]): r["path"] for r in manifest}
+
+
+def score_variant(  # type: ignore[no-untyped-def]
+    spark, variant: str, args: argparse.Namespace, paths: dict[tuple[str, str, str], str], n: int
+) -> tuple[float, int, float, float]:
+    """(median rows/s, model bytes the driver held, driver peak MiB, largest worker peak MiB) of one variant."""
+    from custembed import lakefs
+    from custembed.jobs.score import apply_models
+
+    rows = scoring_rows(spark, args, args.classifier)
+    rows.count()
+    held = 0
+    if variant == "store":
+        scored = apply_models(rows, paths)
+    else:
+        blobs = {key: lakefs.open_input(path).read() for key, path in paths.items()}
+        held = sum(len(b) for b in blobs.values())
+        scored = broadcast_scoring(rows, blobs)
+    rates = timed_rates(scored, n)
+    rate = statistics.median(rates)
+    result = (rate, held, peak_rss_mib(), worker_peak_mib(spark, args.cores))
+    runs = ", ".join(f"{r:,.0f}" for r in rates)
+    print(
+        f"{variant}: median {rate:,.0f} rows/s of 3 runs ({runs}); driver held {held / 2**20:.1f} MiB of models, "
+        f"driver peak {result[2]:.0f} MiB, largest worker peak {result[3]:.0f} MiB",
+        flush=True,
+    )
+    return result
 
 
 if __name__ == "__main__":

@@ -50,6 +50,7 @@ def write_sequences(path: Path, n: int, files: int, seed: int = 0) -> None:
         lengths = rng.integers(40, 121, rows)
         tokens = [rng.integers(3, catalogue.vocab_size, k).tolist() for k in lengths]
         gaps = [[0, *rng.geometric(0.3, k - 1).tolist()] for k in lengths]  # days since the previous action
+        amounts = [rng.integers(0, 200, k).tolist() for k in lengths]  # amount buckets, 0 for none
         pq.write_table(
             pa.table(
                 {
@@ -57,6 +58,7 @@ def write_sequences(path: Path, n: int, files: int, seed: int = 0) -> None:
                     "tokens": pa.array(tokens, pa.list_(pa.int32())),
                     "text": [ACTION_SEPARATOR.join(texts[t] for t in seq) for seq in tokens],
                     "gaps": pa.array(gaps, pa.list_(pa.int32())),
+                    "amounts": pa.array(amounts, pa.list_(pa.int32())),
                 }
             ),
             path / f"part-{f:03d}.parquet",

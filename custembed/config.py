@@ -104,6 +104,13 @@ class SequencesConfig:
         default=True,
         metadata={"help": "one 'no action' token per complete month without events; false for next-item data"},
     )
+    amount: str | None = field(
+        default=None,
+        metadata={
+            "help": "SQL expression over the event columns giving an event's amount (amount, "
+            "quantity * unit_price), written bucketed per token to sequences.amounts; null: none"
+        },
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ from pyspark.sql.types import (
 
 from custembed import tables
 from custembed.tables import (  # noqa: F401 - the column constants jobs import from here
+    AMOUNTS,
     CUSTOMER_ID,
     DT,
     EVENT_TIME,

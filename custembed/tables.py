@@ -34,6 +34,7 @@ RAW_EVENT_COLUMNS = (CUSTOMER_ID, EVENT_TIME, EVENT_TYPE, ITEM)
 TOKENS = "tokens"
 TEXT = "text"
 GAPS = "gaps"
+AMOUNTS = "amounts"
 VECTOR = "vector"
 FINGERPRINT = "fingerprint"
 SOURCE = "source"
@@ -255,6 +256,12 @@ _TABLES: tuple[Table, ...] = (
                 "array<int>",
                 "whole UTC days since the previous token, aligned with tokens; 0 for a customer's first "
                 "token; a 'no action' month counts from its first day",
+            ),
+            _c(
+                AMOUNTS,
+                "array<int>",
+                "the amount of each token's event (sequences.amount), bucketed: 0 none, else "
+                "1 + floor(16 ln(1 + |amount|)) capped at 255; aligned with tokens",
             ),
             _c(DT, "string"),
             _c(VIEW, "string"),
@@ -592,6 +599,7 @@ _TABLES: tuple[Table, ...] = (
             _c(TOKENS, "array<int>"),
             _c(TEXT, "string"),
             _c(GAPS, "array<int>", "days since the previous token, aligned with tokens"),
+            _c(AMOUNTS, "array<int>", "amount bucket of each token's event, aligned with tokens"),
         ),
         (),
         "train",

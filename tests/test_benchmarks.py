@@ -17,5 +17,7 @@ def test_synthetic_sequences_carry_every_encoder_input(tmp_path: Path) -> None:
     table = pq.read_table(tmp_path)
     assert table.num_rows == 10
     assert {schemas.CUSTOMER_ID, *ENCODER_INPUTS} <= set(table.column_names)
-    for tokens, gaps in zip(table.column("tokens").to_pylist(), table.column("gaps").to_pylist(), strict=True):
+    columns = (table.column(c).to_pylist() for c in ("tokens", "gaps", "amounts"))
+    for tokens, gaps, amounts in zip(*columns, strict=True):
         assert len(gaps) == len(tokens) and gaps[0] == 0 and min(gaps) >= 0
+        assert len(amounts) == len(tokens) and 0 <= min(amounts) and max(amounts) <= 255

@@ -18,7 +18,8 @@ WHEN = dt.datetime(2023, 1, 5, tzinfo=dt.timezone.utc)
 
 
 def sequences_rows(spark: Any, customer: str, day: str, gaps: list[int] | None) -> Any:
-    """One train-view sequences row with the registered columns, or (``gaps=None``) without ``gaps``."""
+    """One train-view sequences row with the registered columns, or (``gaps=None``) as the version
+    before ``gaps`` wrote it: without ``gaps`` and ``amounts``, added after it."""
     row = {
         "customer_id": customer,
         "cutoff": "2023-01-31",
@@ -31,11 +32,12 @@ def sequences_rows(spark: Any, customer: str, day: str, gaps: list[int] | None) 
         "first_event_time": WHEN,
         "last_event_time": WHEN,
         schemas.GAPS: gaps,
+        schemas.AMOUNTS: None if gaps is None else [0, 12],
         schemas.DT: day,
         schemas.VIEW: schemas.VIEW_TRAIN,
     }
     frame = spark.createDataFrame([row], schemas.SEQUENCES)
-    return frame.drop(schemas.GAPS) if gaps is None else frame
+    return frame.drop(schemas.GAPS, schemas.AMOUNTS) if gaps is None else frame
 
 
 @pytest.fixture()
@@ -61,7 +63,7 @@ def test_an_older_sequences_table_gets_the_gaps_column_before_its_partitions(
     lake.write_partitions(sequences_rows(spark, "new", "2023-07-31", gaps=[0, 3]), "sequences")
 
     assert spark.table(name).columns == list(tables.table("sequences").column_names)
-    assert any("added column(s) ['gaps']" in r.getMessage() for r in caplog.records)
+    assert any("added column(s) ['gaps', 'amounts']" in r.getMessage() for r in caplog.records)
     got = {r["customer_id"]: r[schemas.GAPS] for r in spark.table(name).select("customer_id", schemas.GAPS).collect()}
     assert got == {"old": None, "new": [0, 3]}  # the older partition reads null, the new one its values
     new = lake.read_partition("sequences", "2023-07-31").first()

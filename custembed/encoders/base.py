@@ -41,7 +41,7 @@ from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from custembed import lakefs
 from custembed.encoders.masking import IGNORE_INDEX, Inputs, pool
-from custembed.tables import GAPS
+from custembed.tables import AMOUNTS, GAPS
 
 log = logging.getLogger(__name__)
 
@@ -159,11 +159,13 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
         gaps: Sequence[Sequence[int]] | None = None,
+        amounts: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         """Build ``input_ids`` and ``attention_mask`` ``[B, L]`` (right-padded, left-truncated).
 
         ``gaps`` (days since the previous token, aligned with ``tokens``) is read by the
-        encoders whose config sets ``use_time_gaps`` and ignored by the others.
+        encoders whose config sets ``use_time_gaps`` and ignored by the others; ``amounts``
+        (each token's amount bucket, ``sequences.amounts``) likewise with ``use_amounts``.
         """
 
     @abc.abstractmethod
@@ -183,14 +185,20 @@ class SequenceEncoder(abc.ABC, Generic[C]):
         return bool(getattr(self.config, "use_time_gaps", False))
 
     @property
+    def uses_amounts(self) -> bool:
+        """Whether :meth:`inputs` needs ``amounts`` (the config's ``use_amounts``, off when absent)."""
+        return bool(getattr(self.config, "use_amounts", False))
+
+    @property
     def input_columns(self) -> tuple[str, ...]:
-        """The sequence columns a batch reads: ``input_column``, plus ``gaps`` when time gaps are used."""
-        return self.columns_read(self.uses_time_gaps)
+        """The sequence columns a batch reads: ``input_column``, plus ``gaps`` and ``amounts`` when used."""
+        return self.columns_read(self.uses_time_gaps, self.uses_amounts)
 
     @classmethod
-    def columns_read(cls, use_time_gaps: bool) -> tuple[str, ...]:
-        """:attr:`input_columns` of an encoder of this class with or without time gaps (no model needed)."""
-        return (cls.input_column, GAPS) if use_time_gaps else (cls.input_column,)
+    def columns_read(cls, use_time_gaps: bool, use_amounts: bool = False) -> tuple[str, ...]:
+        """:attr:`input_columns` of an encoder of this class with or without time gaps and amounts
+        (no model needed)."""
+        return (cls.input_column, *((GAPS,) if use_time_gaps else ()), *((AMOUNTS,) if use_amounts else ()))
 
     @property
     def pooling(self) -> str:
@@ -397,6 +405,7 @@ class HfTextEncoder(SequenceEncoder[C]):
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
         gaps: Sequence[Sequence[int]] | None = None,
+        amounts: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         if texts is None:
             raise ValueError(f"{self.kind} encoder reads texts, got texts=None")

@@ -163,6 +163,7 @@ class Bert4RecEncoder(ActionIdEncoder[Bert4RecConfig]):
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
         gaps: Sequence[Sequence[int]] | None = None,
+        amounts: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         tokens = check_action_ids(tokens, vocab_size=self.config.vocab_size, kind=self.kind)
         batch = pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)

@@ -2,7 +2,9 @@
 
 A GRU reads a customer's actions (our action ids, ``tokens``) and, optionally, the time
 gap before each action (``gaps``: whole days since the previous token, log1p-scaled and
-appended to the action embedding); the customer's embedding is the GRU state after the
+appended to the action embedding) and its amount (``amounts``, ``use_amounts``: the
+log-spaced bucket ``sequences.amount`` gives each event, scaled and appended the same
+way; 0 for a token without one); the customer's embedding is the GRU state after the
 last real action (``pooling="last"``), over the most recent ``max_len`` actions.
 
 Training objective (the paper's, self-supervised): each customer of a batch yields
@@ -52,6 +54,7 @@ from custembed.encoders.base import MaskedTokenStats, SequenceEncoder
 from custembed.encoders.masking import (
     Inputs,
     check_action_ids,
+    check_amounts,
     check_fraction,
     check_gaps,
     check_pooling,
@@ -60,6 +63,8 @@ from custembed.encoders.masking import (
 
 GAPS = "gaps"  # the batch entry (and Parquet column) holding days since the previous token
 GAP_SCALE = math.log1p(365.0)  # log1p(days) / GAP_SCALE: a year apart is 1.0
+AMOUNTS = "amounts"  # the batch entry (and Parquet column) holding each token's amount bucket
+AMOUNT_SCALE = 160.0  # bucket / AMOUNT_SCALE: bucket 160 is an amount near 22,000 (16 buckets per ln unit)
 
 
 @dataclass(frozen=True)
@@ -83,6 +88,10 @@ class ColesConfig:
     dropout: float = field(default=0.1, metadata={"help": "Dropout on the GRU input (and between layers)."})
     use_time_gaps: bool = field(
         default=True, metadata={"help": "Feed log1p(days since the previous token) with each action."}
+    )
+    use_amounts: bool = field(
+        default=False,
+        metadata={"help": "Feed each action's amount bucket (sequences.amounts, from sequences.amount) with it."},
     )
     pooling: str = field(default="last", metadata={"help": "Default pooling: last (CoLES), mean or first."})
     pad_id: int = field(default=0, metadata={"help": "Padding id."})
@@ -120,6 +129,7 @@ class ColesGruConfig(PreTrainedConfig):
     num_layers: int = 1
     dropout: float = 0.1
     use_time_gaps: bool = True
+    use_amounts: bool = False
     pad_token_id: int | None = 0
 
 
@@ -132,7 +142,7 @@ class ColesOutput(ModelOutput):
 
 
 class ColesGruModel(PreTrainedModel):
-    """Action embedding (+ scaled time gap) → dropout → GRU."""
+    """Action embedding (+ scaled time gap, + scaled amount) → dropout → GRU."""
 
     config_class = ColesGruConfig
     base_model_prefix = "coles"
@@ -143,7 +153,7 @@ class ColesGruModel(PreTrainedModel):
         super().__init__(config)
         self.actions = nn.Embedding(config.vocab_size, config.embedding_dim, padding_idx=config.pad_token_id)
         self.input_dropout = nn.Dropout(config.dropout)
-        width = config.embedding_dim + (1 if config.use_time_gaps else 0)
+        width = config.embedding_dim + int(config.use_time_gaps) + int(config.use_amounts)
         self.gru = nn.GRU(
             width,
             config.hidden_size,
@@ -166,13 +176,20 @@ class ColesGruModel(PreTrainedModel):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
         gaps: torch.Tensor | None = None,
+        amounts: torch.Tensor | None = None,
     ) -> ColesOutput:
         steps = self.actions(input_ids)  # [B, L, E]
+        features = [steps]
         if self.config.use_time_gaps:
             if gaps is None:
                 raise ValueError("this CoLES model reads time gaps; got gaps=None")
-            scaled = torch.log1p(gaps.clamp(min=0).to(steps.dtype)) / GAP_SCALE  # [B, L]
-            steps = torch.cat([steps, scaled.unsqueeze(-1)], dim=-1)  # [B, L, E + 1]
+            features.append((torch.log1p(gaps.clamp(min=0).to(steps.dtype)) / GAP_SCALE).unsqueeze(-1))  # [B, L, 1]
+        if self.config.use_amounts:
+            if amounts is None:
+                raise ValueError("this CoLES model reads amounts; got amounts=None")
+            features.append((amounts.clamp(min=0).to(steps.dtype) / AMOUNT_SCALE).unsqueeze(-1))  # [B, L, 1]
+        if len(features) > 1:
+            steps = torch.cat(features, dim=-1)  # [B, L, E + extras]
         # Inputs are right-padded and the GRU reads left to right, so padding never reaches
         # the state of a real position: no packing needed.
         hidden, _ = self.gru(self.input_dropout(steps))  # [B, L, H]
@@ -190,6 +207,7 @@ def gru_config(config: ColesConfig) -> ColesGruConfig:
         num_layers=config.num_layers,
         dropout=config.dropout,
         use_time_gaps=config.use_time_gaps,
+        use_amounts=config.use_amounts,
         pad_token_id=config.pad_id,
     )
 
@@ -301,14 +319,18 @@ class ColesEncoder(SequenceEncoder[ColesConfig]):
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
         gaps: Sequence[Sequence[int]] | None = None,
+        amounts: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
-        """``input_ids``, ``attention_mask`` and (with ``use_time_gaps``) ``gaps``, all ``[B, L]``."""
+        """``input_ids``, ``attention_mask``, and ``gaps`` (``use_time_gaps``) and ``amounts``
+        (``use_amounts``), all ``[B, L]``."""
         tokens = check_action_ids(tokens, vocab_size=self.config.vocab_size, kind=self.kind)
         batch = pad_right_keep_recent(tokens, max_len=self.max_len, pad_id=self.config.pad_id)
-        if not self.config.use_time_gaps:
-            return batch
-        checked = check_gaps(tokens, gaps, self.kind)
-        batch[GAPS] = pad_right_keep_recent(checked, max_len=self.max_len, pad_id=0)["input_ids"]  # [B, L]
+        if self.config.use_time_gaps:
+            checked = check_gaps(tokens, gaps, self.kind)
+            batch[GAPS] = pad_right_keep_recent(checked, max_len=self.max_len, pad_id=0)["input_ids"]  # [B, L]
+        if self.config.use_amounts:
+            checked = check_amounts(tokens, amounts, self.kind)
+            batch[AMOUNTS] = pad_right_keep_recent(checked, max_len=self.max_len, pad_id=0)["input_ids"]  # [B, L]
         return batch
 
     def mask(self, inputs: Inputs, generator: torch.Generator) -> Inputs:
@@ -331,8 +353,9 @@ class ColesEncoder(SequenceEncoder[ColesConfig]):
             "input_ids": gather_views(input_ids, starts, sizes, config.pad_id),
             "attention_mask": gather_views(inputs["attention_mask"], starts, sizes, 0),
         }
-        if GAPS in inputs:
-            views[GAPS] = gather_views(inputs[GAPS], starts, sizes, 0)
+        for extra in (GAPS, AMOUNTS):
+            if extra in inputs:
+                views[extra] = gather_views(inputs[extra], starts, sizes, 0)
         rows = torch.arange(input_ids.size(0), device=input_ids.device)
         views["labels"] = rows.repeat_interleave(config.views)  # [B * V]
         return views
@@ -341,7 +364,12 @@ class ColesEncoder(SequenceEncoder[ColesConfig]):
     def _forward(self, batch: Inputs, model: torch.nn.Module | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(GRU states ``[B, L, H]``, embeddings ``[B, H]``) of a batch already on the device."""
         module = self.model if model is None else model
-        output = module(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], gaps=batch.get(GAPS))
+        output = module(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            gaps=batch.get(GAPS),
+            amounts=batch.get(AMOUNTS),
+        )
         return output.last_hidden_state, output.embeddings
 
     def loss(self, batch: Inputs, model: torch.nn.Module | None = None) -> torch.Tensor:

@@ -85,6 +85,7 @@ class JourneyLmEncoder(HfTextEncoder[Any]):
         tokens: Sequence[Sequence[int]] | None = None,
         texts: Sequence[str] | None = None,
         gaps: Sequence[Sequence[int]] | None = None,
+        amounts: Sequence[Sequence[int]] | None = None,
     ) -> Inputs:
         if texts is None:
             raise ValueError(f"{self.kind} encoder reads journey texts, got texts=None")

@@ -63,18 +63,32 @@ def check_gaps(
     tokens: Sequence[Sequence[int]], gaps: Sequence[Sequence[int]] | None, kind: str
 ) -> Sequence[Sequence[int]]:
     """``gaps`` when it has one entry per token of each sequence; else ``ValueError`` naming the row."""
-    if gaps is None:
+    return check_aligned(tokens, gaps, kind, column="gaps", setting="use_time_gaps")
+
+
+def check_amounts(
+    tokens: Sequence[Sequence[int]], amounts: Sequence[Sequence[int]] | None, kind: str
+) -> Sequence[Sequence[int]]:
+    """``amounts`` when it has one entry per token of each sequence; else ``ValueError`` naming the row."""
+    return check_aligned(tokens, amounts, kind, column="amounts", setting="use_amounts")
+
+
+def check_aligned(
+    tokens: Sequence[Sequence[int]], values: Sequence[Sequence[int]] | None, kind: str, *, column: str, setting: str
+) -> Sequence[Sequence[int]]:
+    """``values`` (a per-token sequence column) when it has one entry per token of each sequence."""
+    if values is None:
         raise ValueError(
-            f"this {kind} encoder uses time gaps (use_time_gaps) but got gaps=None: the sequences "
-            "predate the gaps column; rerun `custembed sequences` for that date"
+            f"this {kind} encoder reads {column} ({setting}) but got {column}=None: the sequences "
+            f"predate the {column} column; rerun `custembed sequences` for that date"
         )
-    if len(gaps) != len(tokens):
-        raise ValueError(f"{len(tokens)} sequences but {len(gaps)} gap lists")
-    for row, (seq, row_gaps) in enumerate(zip(tokens, gaps, strict=True)):
-        if row_gaps is None or len(row_gaps) != len(seq):
-            got = None if row_gaps is None else len(row_gaps)
-            raise ValueError(f"sequence {row}: {len(seq)} tokens but gaps of length {got}")
-    return gaps
+    if len(values) != len(tokens):
+        raise ValueError(f"{len(tokens)} sequences but {len(values)} {column} lists")
+    for row, (seq, row_values) in enumerate(zip(tokens, values, strict=True)):
+        if row_values is None or len(row_values) != len(seq):
+            got = None if row_values is None else len(row_values)
+            raise ValueError(f"sequence {row}: {len(seq)} tokens but {column} of length {got}")
+    return values
 
 
 def gap_buckets(gaps: Sequence[Sequence[int]], *, max_len: int, buckets: int) -> torch.Tensor:

@@ -82,4 +82,7 @@ def saved_input_columns(path: str | Path) -> tuple[str, ...]:
     """The sequence columns the encoder saved in ``path`` reads, from its metadata alone (no weights loaded):
     what a Spark job selects before shipping rows to the Python workers."""
     meta = saved_meta(path)
-    return encoder_class(meta["kind"]).columns_read(bool(meta.get("config", {}).get("use_time_gaps", False)))
+    config = meta.get("config", {})
+    return encoder_class(meta["kind"]).columns_read(
+        bool(config.get("use_time_gaps", False)), bool(config.get("use_amounts", False))
+    )

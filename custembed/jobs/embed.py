@@ -47,7 +47,7 @@ log = logging.getLogger(__name__)
 
 BASELINE = "counts"
 VECTOR_SCHEMA = "customer_id string, vector array<float>"
-ENCODER_INPUTS = (TOKENS, TEXT, schemas.GAPS)  # every column an encoder may read (each reads some)
+ENCODER_INPUTS = (TOKENS, TEXT, schemas.GAPS, schemas.AMOUNTS)  # every column an encoder may read (each reads some)
 BASELINE_INPUTS = (TOKENS,)  # what count_vectors reads
 # Part of every fingerprint: bump it when a vector comes to depend on more than its model key and
 # input columns (a change in how the counts or the pooling are computed), so that no vector is carried.

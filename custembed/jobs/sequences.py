@@ -3,8 +3,9 @@
 Spark built-ins only (no Python UDF). One shuffle: events are hash-partitioned
 by customer, exact duplicates are found and every customer's timeline is
 aggregated inside those partitions. A timeline is an array of packed longs,
-``(seconds + OFFSET) << ACTION_BITS | action_id``, so one primitive sort orders
-events by time and, on ties, by action id (deterministic). Both views
+``(seconds + OFFSET) << TIME_SHIFT | action_id << AMOUNT_BITS | amount_bucket``, so
+one primitive sort orders events by time and, on ties, by action id, then amount
+(deterministic). Both views
 (``train``: up to the feature cutoff; ``current``: up to the run date) and the
 labels are slices of the same timeline.
 """
@@ -32,7 +33,12 @@ from custembed.errors import InputError
 log = logging.getLogger(__name__)
 
 OFFSET = 1 << 33  # seconds added before packing so times before 1970 stay positive
-ACTION_BITS = 20  # up to 1 M actions; (seconds + OFFSET) < 2**35 leaves room in 63 bits
+ACTION_BITS = 20  # up to 1 M actions
+AMOUNT_BITS = 8  # the event's amount bucket (amount_bucket), 0 when it has none
+TIME_SHIFT = ACTION_BITS + AMOUNT_BITS  # (seconds + OFFSET) < 2**35 (years 1698-2786) fits in 63 bits
+ACTION_MASK = (1 << ACTION_BITS) - 1
+AMOUNT_MASK = (1 << AMOUNT_BITS) - 1
+AMOUNT_SCALE = 16  # buckets per unit of ln(1 + |amount|): about 6 % apart, 255 reached near 8.4 million
 
 # reject reasons, in the order they are tested (a row gets the first that applies)
 MISSING_CUSTOMER_ID = "missing_customer_id"
@@ -57,6 +63,7 @@ _ACTION = "_action_id"
 _REASON = "_reject_reason"
 _PACKED = "_packed"
 _MONTH = "_month"
+_AMOUNT = "_amount_bucket"
 
 
 # -- dates --------------------------------------------------------------------
@@ -121,7 +128,51 @@ def utc_seconds(day: dt.date) -> int:
 
 def _packed_bound(day: dt.date) -> int:
     """Smallest packed value at or after 00:00 UTC of ``day``."""
-    return (utc_seconds(day) + OFFSET) << ACTION_BITS
+    return (utc_seconds(day) + OFFSET) << TIME_SHIFT
+
+
+def _seconds_of(packed: Column) -> Column:
+    """Epoch seconds of a packed timeline entry."""
+    return F.shiftright(packed, TIME_SHIFT) - F.lit(OFFSET)
+
+
+def _action_of(packed: Column) -> Column:
+    """Action id of a packed timeline entry (bigint)."""
+    return F.shiftright(packed, AMOUNT_BITS).bitwiseAND(F.lit(ACTION_MASK))
+
+
+def amount_bucket(amount: Column) -> Column:
+    """An event's amount as a small int: 0 for none (null, zero, not a number), else
+    ``1 + floor(AMOUNT_SCALE * ln(1 + |amount|))`` capped at 255.
+
+    The magnitude is kept, the sign is not: a return's negative quantity is already said by
+    its action. Buckets are log-spaced, so 10 and 11 differ as 1,000 and 1,100 do.
+    """
+    magnitude = F.abs(amount.try_cast("double"))  # text that is not a number: null, no amount
+    scaled = F.floor(F.log1p(magnitude) * F.lit(AMOUNT_SCALE)) + F.lit(1)
+    valid = magnitude.isNotNull() & ~F.isnan(magnitude) & (magnitude > 0)
+    return F.when(valid, F.least(scaled, F.lit(AMOUNT_MASK))).otherwise(F.lit(0)).cast("int")
+
+
+def event_amount(events: DataFrame, expression: str | None) -> Column:
+    """The column of ``sequences.amount`` (a SQL expression over the event columns), checked on ``events``.
+
+    ``None`` gives 0 buckets. An expression that does not parse or names a column the
+    events lack is an :class:`InputError` naming the setting.
+    """
+    if not expression:
+        return F.lit(0)
+    from pyspark.errors import AnalysisException, ParseException
+
+    try:
+        column = F.expr(expression)
+        kind = events.select(column).schema.fields[0].dataType  # analysed now: a bad expression fails at start
+    except (AnalysisException, ParseException) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"sequences.amount {expression!r} does not apply to the events: {first}") from None
+    if kind.typeName() not in ("byte", "short", "integer", "long", "float", "double", "decimal", "string"):
+        raise InputError(f"sequences.amount {expression!r} gives {kind.simpleString()}, not a number")
+    return amount_bucket(column)
 
 
 # -- validation -----------------------------------------------------------------
@@ -248,8 +299,9 @@ def map_actions(
     run_date: dt.date,
     time_format: str | None = None,
     vocabulary: DataFrame | None = None,
+    amount: str | None = None,
 ) -> DataFrame:
-    """Raw events → events with ``_event_ts``, ``_action_id`` and ``_reject_reason``.
+    """Raw events → events with ``_event_ts``, ``_action_id``, ``_amount_bucket`` and ``_reject_reason``.
 
     Input: the raw-event contract (``customer_id``, ``event_time``, ``event_type``,
     ``item``, any extra columns). Output: the input columns (``customer_id``
@@ -257,9 +309,11 @@ def map_actions(
     for usable rows and otherwise the first reason of ``REJECT_REASONS`` that
     applies (duplicates are found later, by ``build_timelines``). A catalogue with
     ``items: data`` behaviours needs the run's ``vocabulary`` (:func:`build_vocabulary`);
-    an item of such a behaviour that is not in it maps to the unknown id.
+    an item of such a behaviour that is not in it maps to the unknown id. ``amount`` is
+    ``sequences.amount`` (:func:`event_amount`); without it every bucket is 0.
     """
     spark = events.sparkSession
+    bucket = event_amount(events, amount)
     actions = spark.createDataFrame(
         catalogue.code_table(),
         "_behaviour string, _item_name string, _join_action_id int",
@@ -294,6 +348,7 @@ def map_actions(
         *events.columns,
         F.col(_TS),
         action.alias(_ACTION),
+        bucket.alias(_AMOUNT),
         reason.alias(_REASON),
     )
 
@@ -330,7 +385,11 @@ def build_timelines(mapped: DataFrame, *, input_columns: Sequence[str], partitio
     fingerprint instead of every column measured faster than grouping on the
     raw columns.
     """
-    packed = F.shiftleft(F.unix_seconds(F.col(_TS)) + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.col(_ACTION))
+    packed = (
+        F.shiftleft(F.unix_seconds(F.col(_TS)) + F.lit(OFFSET), TIME_SHIFT)
+        .bitwiseOR(F.shiftleft(F.col(_ACTION).cast("bigint"), AMOUNT_BITS))
+        .bitwiseOR(F.col(_AMOUNT).cast("bigint"))
+    )
     fingerprints = mapped.where(F.col(_REASON).isNull()).select(
         schemas.CUSTOMER_ID, packed.alias("_p"), *_fingerprints(input_columns)
     )
@@ -388,7 +447,7 @@ def _day_gaps(packed: Column) -> Column:
     Days are counted between calendar days (``floor(seconds / 86400)``), so an event at 23:59
     and one at 00:01 the next day are 1 day apart, two events on one day 0 days.
     """
-    days = F.transform(packed, lambda x: F.floor((F.shiftright(x, ACTION_BITS) - F.lit(OFFSET)) / 86400))
+    days = F.transform(packed, lambda x: F.floor(_seconds_of(x) / 86400))
     # each day minus the day before it: the array shifted right by one, its first day repeated
     previous = F.concat(F.slice(days, 1, 1), F.slice(days, 1, F.size(days) - 1))
     return F.zip_with(days, previous, lambda day, before: (day - before).cast("int"))
@@ -402,6 +461,7 @@ def build_sequences(
     no_action_id: int,
     action_texts: Sequence[str] | DataFrame,
     fill_empty_months: bool = True,
+    with_amounts: bool = False,
 ) -> DataFrame:
     """Timelines → one sequence per customer with an event up to ``cutoff`` (inclusive).
 
@@ -421,19 +481,19 @@ def build_sequences(
     ``action_texts`` is the text of every id, as a list or as a one-row DataFrame with
     an array column ``texts`` (:func:`action_texts_frame`, for vocabularies built from data,
     too large for a literal in the plan). ``fill_empty_months=False`` adds no ``no action``
-    tokens (next-item data, where a month without an event means nothing).
+    tokens (next-item data, where a month without an event means nothing). ``amounts`` holds each
+    kept token's amount bucket when ``with_amounts`` (``sequences.amount`` is set: the buckets
+    were packed by :func:`map_actions`), else zeros, without reading the timeline again.
     """
     if max_len < 1:
         raise ValueError(f"max_len must be >= 1, got {max_len}")
-    mask = (1 << ACTION_BITS) - 1
     bound = _packed_bound(cutoff + dt.timedelta(days=1))
     last_complete_month = month_index(cutoff + dt.timedelta(days=1)) - 1
     kept = F.filter(F.col(_PACKED), lambda x: x < F.lit(bound))
 
     def month_of(packed: Column) -> Column:
         # whole UTC days as a date: year/month of a date need no time-zone conversion (cheaper per element)
-        seconds = F.shiftright(packed, ACTION_BITS) - F.lit(OFFSET)
-        day = F.date_from_unix_date(F.floor(seconds / 86400).cast("int"))
+        day = F.date_from_unix_date(F.floor(_seconds_of(packed) / 86400).cast("int"))
         return F.year(day) * 12 + F.month(day) - 1
 
     months = F.array_distinct(F.transform("_kept", month_of))
@@ -441,7 +501,9 @@ def build_sequences(
     def month_token(m: Column) -> Column:
         start = F.make_date(F.floor(m / 12).cast("int"), (m % 12 + 1).cast("int"), F.lit(1))
         seconds = F.unix_seconds(start.cast("timestamp"))
-        return F.shiftleft(seconds + F.lit(OFFSET), ACTION_BITS).bitwiseOR(F.lit(no_action_id).cast("bigint"))
+        return F.shiftleft(seconds + F.lit(OFFSET), TIME_SHIFT).bitwiseOR(
+            F.lit(no_action_id << AMOUNT_BITS).cast("bigint")
+        )
 
     if isinstance(action_texts, DataFrame):
         timelines = timelines.crossJoin(F.broadcast(action_texts.select(F.col("texts").alias("_texts"))))
@@ -465,11 +527,16 @@ def build_sequences(
             # gaps are taken before truncation: the first kept token keeps its gap to the one cut before it
             F.slice("_gaps", F.greatest(F.col("_n") - F.lit(max_len) + 1, F.lit(1)), max_len).alias(schemas.GAPS),
         )
-        .select("*", F.transform("_last", lambda x: x.bitwiseAND(F.lit(mask)).cast("int")).alias("tokens"))
+        .select("*", F.transform("_last", lambda x: _action_of(x).cast("int")).alias("tokens"))
+    )
+    amounts = (
+        F.transform("_last", lambda x: x.bitwiseAND(F.lit(AMOUNT_MASK)).cast("int"))
+        if with_amounts
+        else F.array_repeat(F.lit(0), F.size("tokens"))
     )
 
     def to_time(packed: Column) -> Column:
-        return F.timestamp_seconds(F.shiftright(packed, ACTION_BITS) - F.lit(OFFSET))
+        return F.timestamp_seconds(_seconds_of(packed))
 
     return staged.select(
         schemas.CUSTOMER_ID,
@@ -483,6 +550,7 @@ def build_sequences(
         to_time(F.element_at("_kept", 1)).alias("first_event_time"),
         to_time(F.element_at("_kept", -1)).alias("last_event_time"),
         F.col(schemas.GAPS),
+        amounts.alias(schemas.AMOUNTS),
     )
 
 
@@ -498,7 +566,6 @@ def build_labels(
     ``products`` are (name, buying action id). Labels use only events strictly
     after the cutoff, inside each window.
     """
-    mask = (1 << ACTION_BITS) - 1
     bound = _packed_bound(cutoff + dt.timedelta(days=1))
     cases = F.array(
         *[
@@ -524,7 +591,7 @@ def build_labels(
     def labelled(case: Column) -> Column:
         bought = F.exists(
             "_in",
-            lambda x: (x >= case["lo"]) & (x < case["hi"]) & (x.bitwiseAND(F.lit(mask)) == case["action"]),
+            lambda x: (x >= case["lo"]) & (x < case["hi"]) & (_action_of(x) == case["action"]),
         )
         return F.struct(
             case["product"].alias("product"),
@@ -580,7 +647,12 @@ def run(
         action_texts = action_texts_frame(spark, catalogue, vocabulary)
         log.info("sequences: vocabulary of %s written (min_count %d)", catalogue.name, catalogue.min_count)
     mapped = map_actions(
-        events, catalogue=catalogue, run_date=run_date, time_format=cfg.sequences.time_format, vocabulary=vocabulary
+        events,
+        catalogue=catalogue,
+        run_date=run_date,
+        time_format=cfg.sequences.time_format,
+        vocabulary=vocabulary,
+        amount=cfg.sequences.amount,
     )
     timelines = build_timelines(mapped, input_columns=input_columns).persist()
     try:
@@ -592,6 +664,7 @@ def run(
             no_action_id=catalogue.no_action_id,
             action_texts=action_texts,
             fill_empty_months=cfg.sequences.fill_empty_months,
+            with_amounts=bool(cfg.sequences.amount),
         )
         train_view = sequences_up_to(cutoff=cutoff).withColumn(schemas.VIEW, F.lit(schemas.VIEW_TRAIN))
         current_view = sequences_up_to(cutoff=run_date).withColumn(schemas.VIEW, F.lit(schemas.VIEW_CURRENT))

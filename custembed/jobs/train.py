@@ -310,7 +310,7 @@ def write_snapshot(
 
 
 def without_last(sequences: DataFrame, n: int) -> DataFrame:
-    """Sequences with their last ``n`` actions cut (tokens, gaps and text alike); emptied ones dropped.
+    """Sequences with their last ``n`` actions cut (tokens, gaps, amounts and text alike); emptied ones dropped.
 
     What next-item evaluation holds out (``holdout_last: 2``: the last action is the test
     target, the one before it the validation target), so training never sees either.
@@ -323,6 +323,7 @@ def without_last(sequences: DataFrame, n: int) -> DataFrame:
         sequences.where(keep > 0)
         .withColumn("tokens", F.slice("tokens", 1, keep))
         .withColumn(schemas.GAPS, F.slice(schemas.GAPS, 1, keep))
+        .withColumn(schemas.AMOUNTS, F.slice(schemas.AMOUNTS, 1, keep))
         .withColumn("text", F.array_join(F.slice(F.split("text", ACTION_SEPARATOR, -1), 1, keep), ACTION_SEPARATOR))
     )
 

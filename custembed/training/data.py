@@ -2,8 +2,8 @@
 
 The input is a directory of Parquet files as Spark writes it (``_SUCCESS`` markers and
 hive ``key=value/`` partition directories are understood) with the columns
-``customer_id``, ``tokens`` (list<int>) and/or ``text`` (string), and ``gaps`` (list<int>)
-for encoders that read time gaps.
+``customer_id``, ``tokens`` (list<int>) and/or ``text`` (string), and ``gaps`` and
+``amounts`` (list<int>) for encoders that read time gaps or amounts.
 
 Sharding: row groups are the unit. They are listed in a fixed order and dealt to ranks
 greedily by row count (largest first, to the rank holding the fewest rows), so every
@@ -36,11 +36,12 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from custembed import lakefs
-from custembed.tables import CUSTOMER_ID, GAPS, TEXT, TOKENS  # the training snapshot's columns (registry)
+from custembed.tables import AMOUNTS, CUSTOMER_ID, GAPS, TEXT, TOKENS  # the training snapshot's columns (registry)
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "AMOUNTS",
     "CUSTOMER_ID",
     "GAPS",
     "TEXT",

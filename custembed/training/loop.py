@@ -48,7 +48,7 @@ from custembed.encoders.base import SequenceEncoder
 from custembed.encoders.masking import Inputs
 from custembed.encoders.registry import build_encoder, load_encoder
 from custembed.training.checkpoint import Position, TrainState, resume, save_checkpoint
-from custembed.training.data import GAPS, TOKENS, ParquetShardLoader
+from custembed.training.data import AMOUNTS, GAPS, TOKENS, ParquetShardLoader
 from custembed.training.distributed import DistContext, all_reduce, init_distributed
 from custembed.training.mlflow_sink import MlflowSink
 from custembed.training.spec import TrainSpec
@@ -114,10 +114,11 @@ def _build(spec: TrainSpec) -> SequenceEncoder[Any]:
 
 
 def _batch_inputs(encoder: SequenceEncoder[Any], rows: Mapping[str, list[Any]]) -> Inputs:
-    gaps = rows.get(GAPS)  # read only for encoders that use time gaps (SequenceEncoder.input_columns)
+    # gaps and amounts are read only for encoders that use them (SequenceEncoder.input_columns)
+    gaps, amounts = rows.get(GAPS), rows.get(AMOUNTS)
     if encoder.input_column == TOKENS:
-        return encoder.inputs(tokens=rows[TOKENS], gaps=gaps)
-    return encoder.inputs(texts=rows[encoder.input_column], gaps=gaps)
+        return encoder.inputs(tokens=rows[TOKENS], gaps=gaps, amounts=amounts)
+    return encoder.inputs(texts=rows[encoder.input_column], gaps=gaps, amounts=amounts)
 
 
 def _validate(

@@ -58,11 +58,24 @@ def load_cached(model_dir: str, threads: int, device: str = "cpu") -> SequenceEn
     return encoder
 
 
+def _steps(encoder: SequenceEncoder[Any], frame: pd.DataFrame, column: str, uses: str) -> list[Any] | None:
+    """``frame[column]`` as a list when the encoder reads it (its ``uses`` property), else None."""
+    if not getattr(encoder, uses, False):
+        return None
+    values: list[Any] = frame[column].tolist()
+    if any(v is None for v in values):
+        raise ValueError(
+            f"the {encoder.kind} encoder reads {column}, and some sequences have none: they were "
+            f"written before the {column} column existed; rerun `custembed sequences` for that date"
+        )
+    return values
+
+
 def embed_frame(
     encoder: SequenceEncoder[Any], frame: pd.DataFrame, *, batch_size: int, pooling: str | None = None
 ) -> np.ndarray:
     """Vectors ``[n, H]`` float32 of the sequences in ``frame`` (``tokens`` or ``text`` column, and
-    ``gaps`` for encoders that use time gaps), in row order."""
+    ``gaps`` and ``amounts`` for encoders that use them), in row order."""
     import torch
 
     n = len(frame)
@@ -71,12 +84,8 @@ def embed_frame(
         return out
     column = getattr(encoder, "input_column", "text")
     values = frame[column].tolist()
-    gaps = frame["gaps"].tolist() if getattr(encoder, "uses_time_gaps", False) else None
-    if gaps is not None and any(g is None for g in gaps):
-        raise ValueError(
-            f"the {encoder.kind} encoder reads time gaps, and some sequences have none: they were "
-            "written before the gaps column existed; rerun `custembed sequences` for that date"
-        )
+    gaps = _steps(encoder, frame, "gaps", "uses_time_gaps")
+    amounts = _steps(encoder, frame, "amounts", "uses_amounts")
     lengths = np.array([len(v) for v in values])
     order = np.argsort(lengths, kind="stable")
     with torch.inference_mode():
@@ -84,10 +93,13 @@ def embed_frame(
             idx = order[lo : lo + batch_size]
             batch = [values[i] for i in idx]
             batch_gaps = None if gaps is None else [list(map(int, gaps[i])) for i in idx]
+            batch_amounts = None if amounts is None else [list(map(int, amounts[i])) for i in idx]
             if column == "tokens":
-                inputs = encoder.inputs(tokens=[list(map(int, b)) for b in batch], gaps=batch_gaps)
+                inputs = encoder.inputs(
+                    tokens=[list(map(int, b)) for b in batch], gaps=batch_gaps, amounts=batch_amounts
+                )
             else:
-                inputs = encoder.inputs(texts=batch, gaps=batch_gaps)
+                inputs = encoder.inputs(texts=batch, gaps=batch_gaps, amounts=batch_amounts)
             out[idx] = encoder.embed(inputs, pooling).float().cpu().numpy()  # [B, H]
     return out
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from custembed.encoders import ColesConfig, ColesEncoder, SequenceEncoder, load_encoder
-from custembed.encoders.coles import GAPS, contrastive_terms, sample_views
+from custembed.encoders.coles import AMOUNTS, GAPS, contrastive_terms, sample_views
 from custembed.training import TrainSpec, train
 
 MakeEncoder = Callable[..., SequenceEncoder[Any]]
@@ -228,8 +228,35 @@ def test_save_then_load_gives_the_same_embeddings(tmp_path: Path) -> None:
     assert torch.equal(encoder.embed(inputs, "last"), loaded.embed(inputs, "last"))
 
 
+def test_amounts_are_inputs_required_when_used_and_cut_into_the_views() -> None:
+    tokens, gaps, amounts = [[3, 4, 5, 6], [7, 8]], [[0, 1, 30, 2], [0, 4]], [[0, 90, 120, 7], [200, 0]]
+    encoder = coles(use_amounts=True)
+    assert encoder.input_columns == ("tokens", GAPS, AMOUNTS)
+    assert coles(use_amounts=True, use_time_gaps=False).input_columns == ("tokens", AMOUNTS)
+    with pytest.raises(ValueError, match="amounts=None.*rerun `custembed sequences`"):
+        encoder.inputs(tokens=tokens, gaps=gaps)
+    with pytest.raises(ValueError, match="2 tokens but amounts of length 1"):
+        encoder.inputs(tokens=tokens, gaps=gaps, amounts=[[0, 1, 2, 3], [5]])
+    inputs = encoder.inputs(tokens=tokens, gaps=gaps, amounts=amounts)
+    assert inputs[AMOUNTS].tolist() == [[0, 90, 120, 7], [200, 0, 0, 0]]  # right-padded with 0
+    base = encoder.embed(inputs)
+    moved = encoder.embed(encoder.inputs(tokens=tokens, gaps=gaps, amounts=[[0, 90, 10, 7], [200, 0]]))
+    assert not torch.allclose(base[0], moved[0]) and torch.allclose(base[1], moved[1])
+    # the views cut the amounts where they cut the tokens
+    views = encoder.mask(inputs, torch.Generator().manual_seed(1))
+    for index, label in enumerate(views["labels"].tolist()):
+        size = int(views["attention_mask"][index].sum())
+        ids, values = views["input_ids"][index, :size].tolist(), views[AMOUNTS][index, :size].tolist()
+        seq, seq_amounts = tokens[label], amounts[label]
+        assert any(seq[s : s + size] == ids and seq_amounts[s : s + size] == values for s in range(len(seq)))
+    # an encoder without amounts ignores them
+    plain = coles()
+    assert AMOUNTS not in plain.inputs(tokens=tokens, gaps=gaps, amounts=amounts)
+
+
 def write_sequences(directory: Path, n: int) -> Path:
-    """``n`` customers of :func:`customer_patterns` as the training snapshot's Parquet files."""
+    """``n`` customers of :func:`customer_patterns` as the training snapshot's Parquet files
+    (amounts: each action's own bucket)."""
     tokens, gaps = customer_patterns(n, seed=5)
     schema = pa.schema(
         [
@@ -237,10 +264,11 @@ def write_sequences(directory: Path, n: int) -> Path:
             ("tokens", pa.list_(pa.int32())),
             ("text", pa.string()),
             (GAPS, pa.list_(pa.int32())),
+            (AMOUNTS, pa.list_(pa.int32())),
         ]
     )
     rows = [
-        {"customer_id": f"c{i:04d}", "tokens": t, "text": " ".join(map(str, t)), GAPS: g}
+        {"customer_id": f"c{i:04d}", "tokens": t, "text": " ".join(map(str, t)), GAPS: g, AMOUNTS: [7 * a for a in t]}
         for i, (t, g) in enumerate(zip(tokens, gaps, strict=True))
     ]
     directory.mkdir(parents=True)
@@ -284,6 +312,30 @@ def test_the_training_loop_trains_validates_resumes_and_saves(tmp_path: Path) ->
     resumed = train(spec_for(tmp_path, data, "resumed"))
     assert resumed["start_step"] == 3 and resumed["weights_sha256"] == result["weights_sha256"]
     assert resumed["val_loss"] == pytest.approx(result["val_loss"], abs=1e-9)  # fixed validation views
+
+
+def test_amounts_flow_from_the_snapshot_through_training_to_the_embedding_udf(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from custembed.encoders import saved_input_columns
+    from custembed.udfs.embed import embed_frame
+
+    data = write_sequences(tmp_path / "data", 64)
+    params = {**TINY, "use_amounts": True}
+    result = train(spec_for(tmp_path, data, "amounts", encoder_params=params, epochs=1))
+    assert result["steps"] > 0 and math.isfinite(result["val_loss"])
+    path = tmp_path / "amounts" / "encoder"
+    assert saved_input_columns(path) == ("tokens", GAPS, AMOUNTS)
+    saved = load_encoder(path)
+    tokens, gaps = customer_patterns(4, seed=8)
+    amounts = [[7 * a for a in t] for t in tokens]
+    frame = pd.DataFrame({"customer_id": list("abcd"), "tokens": tokens, GAPS: gaps, AMOUNTS: amounts})
+    vectors = embed_frame(saved, frame, batch_size=3)
+    expected = saved.embed(saved.inputs(tokens=tokens, gaps=gaps, amounts=amounts)).numpy()
+    assert np.allclose(vectors, expected, atol=1e-5)
+    frame.at[2, AMOUNTS] = None  # a partition written before the amounts column existed
+    with pytest.raises(ValueError, match="reads amounts.*rerun `custembed sequences`"):
+        embed_frame(saved, frame, batch_size=3)
 
 
 def test_the_embedding_udf_core_reads_the_gaps_column() -> None:

@@ -50,6 +50,7 @@ def _sequences(spark: Any, day: dt.date) -> Any:
                     when,
                     when,
                     [0] + [3] * (len(tokens) - 1),
+                    [20] * len(tokens),  # amounts
                     day.isoformat(),
                     view,
                 )

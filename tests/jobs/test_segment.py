@@ -89,6 +89,7 @@ def test_the_job_writes_segments_and_profiles_and_a_rerun_replaces_them(spark, l
             F.current_timestamp().alias("first_event_time"),
             F.current_timestamp().alias("last_event_time"),
             F.array(F.lit(0), F.lit(1)).alias("gaps"),
+            F.array(F.lit(0), F.lit(0)).alias("amounts"),
             F.lit(DAY).alias("dt"),
             F.lit("current").alias("view"),
         ),

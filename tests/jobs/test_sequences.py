@@ -6,6 +6,7 @@ import contextlib
 import datetime as dt
 import itertools
 import json
+import math
 import os
 import time
 from collections.abc import Iterator
@@ -121,6 +122,45 @@ def test_gaps_are_truncated_with_the_tokens(spark) -> None:
     assert cut["tokens"] == full["tokens"][-3:]
     # the first kept token keeps its gap to the truncated one before it (day 11 -> 16), not 0
     assert cut["gaps"] == full["gaps"][-3:] == [5, 6, 7]
+
+
+def test_amounts_are_log_buckets_aligned_with_the_tokens(spark) -> None:
+    schema = f"{SCHEMA}, quantity int, unit_price double"
+    rows = [
+        ("c1", ts("2022-11-05 10:00:00"), "BUY", "tv", 2, 150.0),  # 300
+        ("c1", ts("2022-11-05 10:00:00"), "ASK", "tv", None, None),  # no amount: 0
+        ("c1", ts("2023-01-20 09:00:00"), "BUY", "fridge", -1, 9.5),  # a return's sign is dropped: 9.5
+        ("c1", ts("2023-01-21 09:00:00"), "BUY", "fridge", 1000, 1e9),  # capped at 255
+        ("c1", ts("2023-01-22 09:00:00"), "BUY", "fridge", 0, 3.0),  # zero: 0
+    ]
+    events = spark.createDataFrame(rows, schema)
+    mapped = seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN, amount="quantity * unit_price")
+    timelines = seq.build_timelines(mapped, input_columns=events.columns, partitions=2)
+    out = seq.build_sequences(
+        timelines,
+        cutoff=dt.date(2023, 1, 31),
+        max_len=200,
+        no_action_id=NO,
+        action_texts=CATALOGUE.id_to_text(),
+        with_amounts=True,
+    ).first()
+    assert out is not None
+    # the order and the gaps are those of the events alone: the amount is packed below the action
+    assert out["tokens"] == [BUY_TV, ASK_TV, NO, BUY_FRIDGE, BUY_FRIDGE, BUY_FRIDGE]
+    assert out["gaps"] == [0, 0, 26, 50, 1, 1]
+    bucket = [1 + math.floor(16 * math.log1p(a)) for a in (300.0, 9.5)]
+    assert out["amounts"] == [bucket[0], 0, 0, bucket[1], 255, 0]
+    # without sequences.amount every bucket is 0, and the tokens are the same
+    plain = sequences_of(spark, [r[:4] for r in rows]).first()
+    assert plain is not None and plain["tokens"] == out["tokens"] and plain["amounts"] == [0] * 6
+
+
+def test_an_amount_expression_that_does_not_apply_fails_in_one_line(spark) -> None:
+    events = spark.createDataFrame([("c1", ts("2023-01-10 10:00:00"), "BUY", "tv")], SCHEMA)
+    for expression in ("quantity * unit_price", "amount +"):
+        with pytest.raises(InputError, match="sequences.amount") as error:
+            seq.map_actions(events, catalogue=CATALOGUE, run_date=RUN, amount=expression)
+        assert "\n" not in str(error.value)
 
 
 def test_ties_in_time_are_ordered_by_action_id(spark) -> None:

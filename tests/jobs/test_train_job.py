@@ -41,6 +41,7 @@ def _sequences(spark: Any, seed: int, n: int = 120) -> Any:
                     when,
                     when,
                     [0] + [1] * (len(tokens) - 1),  # gaps
+                    [1 + t % 7 for t in tokens],  # amounts
                     RUN.isoformat(),
                     view,
                 )

@@ -47,4 +47,5 @@ def training_journeys(
         F.lit(None).cast("array<int>").alias("tokens"),
         F.col(frames.TEXT).alias("text"),
         F.lit(None).cast("array<int>").alias("gaps"),
+        F.lit(None).cast("array<int>").alias("amounts"),
     )
